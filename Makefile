@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make run    set everything up, start the local stack and import a sample job end to end
+#   make test   set everything up and run the whole test suite
+# `make setup` alone installs what both need; every step is skipped when already done.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup system-packages test unit run stack clean-stack
+
+setup: system-packages $(VENV)/.installed .cache/jars/kafka/.complete .cache/jars/spark/.complete
+
+system-packages:
+	@scripts/install-system-packages.sh
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dispatcher,runner,dev]'
+	touch $@
+
+.cache/jars/%/.complete: jvm/pom.xml | $(VENV)/.installed
+	$(PY) -m stack.jars $*
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+run: setup
+	$(PY) -m stack up $(RUN_ARGS)
+
+stack: setup
+	$(PY) -m stack up --keep-running
+
+clean-stack:
+	rm -rf .stack

@@ -1,0 +1,170 @@
+"""The Spark session factory handed to importers as ``get_spark(*, executor_cores=1)``.
+
+Everything comes from the environment, so the same code runs in a process, in the runner
+container and against a cluster; credentials never pass through a job spec:
+
+==========================  ========================================================
+``CSEP_SPARK_MASTER``       ``local[*]`` (default), ``spark://host:7077``,
+                            ``k8s://https://api:6443`` or Spark Connect ``sc://host:15002``
+``CSEP_SPARK_JARS``         a directory of jars, or a comma-separated list of jars, added
+                            as ``spark.jars`` (Delta, hadoop-aws + AWS SDK, JDBC driver);
+                            default ``.cache/jars/spark`` of this checkout
+``CSEP_S3_ENDPOINT_URL``    the S3 endpoint, e.g. ``http://127.0.0.1:8333`` (path style)
+``CSEP_S3_REGION``          default ``us-east-1``
+``AWS_ACCESS_KEY_ID``       S3 credentials
+``AWS_SECRET_ACCESS_KEY``
+``CSEP_WAREHOUSE_DIR``      where managed tables live, e.g. ``s3a://cdm-lake/warehouse``
+``CSEP_METASTORE_URL``      ``jdbc:postgresql://...`` (Spark's built-in Hive client on a
+                            database), ``thrift://...`` (a Hive metastore service), or
+                            empty for an embedded Derby metastore (one process at a time)
+``CSEP_METASTORE_USER``     database user and password for a ``jdbc:`` metastore
+``CSEP_METASTORE_PASSWORD``
+==========================  ========================================================
+
+With an ``sc://`` master the session is a Spark Connect client: S3, Delta and the
+metastore are configured on the server, and only the URL is used here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_DEFAULT_JARS = Path(__file__).resolve().parent.parent / ".cache" / "jars" / "spark"
+
+
+@attrs.frozen
+class SparkSettings:
+    """Where Spark runs and what it talks to. Build with :meth:`from_env`."""
+
+    master: str = "local[*]"
+    jars: tuple[str, ...] = ()
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = attrs.field(default=None, repr=False)
+    s3_secret_key: str | None = attrs.field(default=None, repr=False)
+    warehouse_dir: str | None = None
+    metastore_url: str | None = None
+    metastore_user: str | None = None
+    metastore_password: str | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> SparkSettings:
+        """Read the ``CSEP_*``/``AWS_*`` variables above; unset ones take their defaults."""
+        return cls(
+            master=environ.get("CSEP_SPARK_MASTER") or "local[*]",
+            jars=_jar_list(environ.get("CSEP_SPARK_JARS") or str(_DEFAULT_JARS)),
+            s3_endpoint_url=environ.get("CSEP_S3_ENDPOINT_URL") or None,
+            s3_region=environ.get("CSEP_S3_REGION") or "us-east-1",
+            s3_access_key=environ.get("AWS_ACCESS_KEY_ID") or None,
+            s3_secret_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            warehouse_dir=environ.get("CSEP_WAREHOUSE_DIR") or None,
+            metastore_url=environ.get("CSEP_METASTORE_URL") or None,
+            metastore_user=environ.get("CSEP_METASTORE_USER") or None,
+            metastore_password=environ.get("CSEP_METASTORE_PASSWORD") or None,
+        )
+
+    @property
+    def is_connect(self) -> bool:
+        return self.master.startswith("sc://")
+
+    def spark_conf(self, executor_cores: int = 1) -> dict[str, str]:
+        """The classic-session configuration: Delta, S3A, the metastore, the jars."""
+        conf = {
+            "spark.app.name": "cdm-spark-events-runner",
+            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            "spark.executor.cores": str(executor_cores),
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.endpoint.region": self.s3_region,
+        }
+        if self.master.startswith("local"):
+            conf["spark.driver.host"] = "127.0.0.1"
+            conf["spark.driver.bindAddress"] = "127.0.0.1"
+            # A handful of rows per import: 200 shuffle partitions would be 200 tasks.
+            conf["spark.sql.shuffle.partitions"] = "8"
+        if self.jars:
+            conf["spark.jars"] = ",".join(self.jars)
+            # The Hive client loads the JDBC driver through the driver's system classpath.
+            conf["spark.driver.extraClassPath"] = ":".join(self.jars)
+        if self.s3_endpoint_url:
+            conf["spark.hadoop.fs.s3a.endpoint"] = self.s3_endpoint_url
+            conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+                self.s3_endpoint_url.startswith("https")).lower()
+        if self.s3_access_key and self.s3_secret_key:
+            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+                "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
+            conf["spark.hadoop.fs.s3a.access.key"] = self.s3_access_key
+            conf["spark.hadoop.fs.s3a.secret.key"] = self.s3_secret_key
+        if self.warehouse_dir:
+            conf["spark.sql.warehouse.dir"] = self.warehouse_dir
+        if self.metastore_url:
+            conf["spark.sql.catalogImplementation"] = "hive"
+            if self.metastore_url.startswith("thrift://"):
+                conf["spark.hadoop.hive.metastore.uris"] = self.metastore_url
+            else:
+                conf.update({
+                    "spark.hadoop.javax.jdo.option.ConnectionURL": self.metastore_url,
+                    "spark.hadoop.javax.jdo.option.ConnectionDriverName": _jdbc_driver(
+                        self.metastore_url),
+                    # Create the metastore schema on first use, without foreign keys:
+                    # DataNucleus adds them from a second connection while its first holds
+                    # a lock on the referenced table, which deadlocks on PostgreSQL.
+                    "spark.hadoop.datanucleus.schema.autoCreateTables": "true",
+                    "spark.hadoop.datanucleus.schema.autoCreateColumns": "true",
+                    "spark.hadoop.datanucleus.schema.autoCreateConstraints": "false",
+                    "spark.hadoop.hive.metastore.schema.verification": "false",
+                })
+                if self.metastore_user:
+                    conf["spark.hadoop.javax.jdo.option.ConnectionUserName"] = self.metastore_user
+                if self.metastore_password:
+                    conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] = (
+                        self.metastore_password)
+        return conf
+
+
+def _jar_list(value: str) -> tuple[str, ...]:
+    if "," not in value and Path(value).is_dir():
+        return tuple(sorted(str(p) for p in Path(value).glob("*.jar")))
+    return tuple(part for part in (p.strip() for p in value.split(",")) if part)
+
+
+def _jdbc_driver(url: str) -> str:
+    drivers = {"jdbc:postgresql:": "org.postgresql.Driver",
+               "jdbc:derby:": "org.apache.derby.jdbc.EmbeddedDriver",
+               "jdbc:mysql:": "com.mysql.cj.jdbc.Driver"}
+    for prefix, driver in drivers.items():
+        if url.startswith(prefix):
+            return driver
+    raise ValueError(f"CSEP_METASTORE_URL: no known JDBC driver for {url.split('//')[0]!r}; "
+                     f"expected one of {', '.join(drivers)} or thrift://")
+
+
+def spark_factory(settings: SparkSettings) -> Callable[..., SparkSession]:
+    """Return ``get_spark(*, executor_cores=1)`` for ``settings`` (seed 001's contract).
+
+    The session is created on the first call, not before: a runner that fails its checks
+    never pays for a JVM. Later calls return the same session.
+    """
+
+    def get_spark(*, executor_cores: int = 1) -> SparkSession:
+        from pyspark.sql import SparkSession
+
+        if settings.is_connect:
+            return SparkSession.builder.remote(settings.master).getOrCreate()
+        builder = SparkSession.builder.master(settings.master)
+        for key, value in settings.spark_conf(executor_cores).items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()
+
+    return get_spark

@@ -1,0 +1,60 @@
+"""Command line of the local stack.
+
+    python -m stack up [--keep-running]   start every server, print the endpoints and
+                                          write .stack/env (the runner's environment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from stack.local import LocalStack
+from stack.paths import ROOT
+
+ENV_FILE = ROOT / ".stack" / "env"
+
+
+def write_env_file(stack: LocalStack) -> None:
+    """Write the runner environment (credentials included) to an owner-only file."""
+    ENV_FILE.parent.mkdir(exist_ok=True)
+    ENV_FILE.touch(mode=0o600)
+    ENV_FILE.chmod(0o600)
+    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in stack.runner_env().items()))
+
+
+def wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def up(args: argparse.Namespace) -> int:
+    with LocalStack() as stack:
+        write_env_file(stack)
+        for name, value in stack.endpoints().items():
+            print(f"{name:>22}: {value}")
+        print(f"{'runner environment':>22}: {ENV_FILE} (contains credentials)")
+        if args.keep_running:
+            print("stack running; Ctrl-C stops it", flush=True)
+            wait_for_signal()
+    print("stack stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_parser = commands.add_parser("up", help="start the local stack")
+    up_parser.add_argument("--keep-running", action="store_true",
+                           help="keep the servers up until Ctrl-C")
+    up_parser.set_defaults(func=up)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""All servers of the local stack together, as one object for pytest and the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from stack.cts_double import CTSDouble
+from stack.kafka import KafkaBroker
+from stack.paths import ROOT
+from stack.postgres import Postgres
+from stack.seaweed import SeaweedS3
+
+LAKE_BUCKET = "cdm-lake"
+
+
+class LocalStack:
+    """Kafka, SeaweedFS S3, PostgreSQL and the CTS double under one temporary directory.
+
+    ``start()`` brings them up (in parallel is not worth it: each takes a few seconds and
+    the machine has two cores); ``stop()`` stops them all and removes the data unless
+    ``keep_data`` is set. Use as a context manager.
+    """
+
+    def __init__(self, base_dir: Path | None = None, keep_data: bool = False) -> None:
+        parent = ROOT / ".stack"
+        parent.mkdir(exist_ok=True)
+        self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+        # PostgreSQL runs as its own user when we are root: it must reach its directory.
+        for path in (parent, self.base_dir):
+            path.chmod(0o755)
+        self.keep_data = keep_data
+        self.kafka = KafkaBroker(self.base_dir / "kafka")
+        self.s3 = SeaweedS3(self.base_dir / "s3")
+        self.postgres = Postgres(self.base_dir / "postgres")
+        self.cts = CTSDouble()
+        self.lake_bucket = LAKE_BUCKET
+        self._started: list = []
+
+    def start(self) -> LocalStack:
+        try:
+            for service in (self.postgres, self.s3, self.kafka, self.cts):
+                service.start()
+                self._started.append(service)
+            self.s3.create_bucket(self.lake_bucket)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        while self._started:
+            self._started.pop().stop()
+        if not self.keep_data:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def warehouse_dir(self) -> str:
+        return f"s3a://{self.lake_bucket}/warehouse"
+
+    def runner_env(self) -> dict[str, str]:
+        """The environment a runner (or any Spark/S3 client) needs to use this stack."""
+        return {
+            "CSEP_S3_ENDPOINT_URL": self.s3.endpoint,
+            "CSEP_S3_REGION": self.s3.region,
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+            "CSEP_WAREHOUSE_DIR": self.warehouse_dir,
+            "CSEP_METASTORE_URL": self.postgres.jdbc_url,
+            "CSEP_METASTORE_USER": self.postgres.user,
+            "CSEP_METASTORE_PASSWORD": self.postgres.password,
+        }
+
+    def endpoints(self) -> dict[str, str]:
+        """Human-facing addresses (no secrets)."""
+        return {
+            "kafka": self.kafka.bootstrap,
+            "s3": self.s3.endpoint,
+            "postgres (metastore)": self.postgres.jdbc_url,
+            "cts double": self.cts.url,
+            "data": str(self.base_dir),
+        }
+
+    def secrets(self) -> list[str]:
+        """Every credential of the stack, for scanning files that must not contain them."""
+        return [self.s3.secret_key, self.postgres.password, self.cts.token]
+
+
+def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
+    """``os.environ`` plus ``extra``, with this checkout importable."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env

@@ -1,0 +1,31 @@
+"""Shared fixtures: one local stack of real servers per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from stack.local import LocalStack, subprocess_env
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    """Kafka, SeaweedFS S3, PostgreSQL and the CTS double, started once per session."""
+    with LocalStack(keep_data=bool(os.environ.get("CSEP_KEEP_STACK_DATA"))) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def runner_env(stack: LocalStack) -> dict[str, str]:
+    """The full environment of a runner subprocess pointed at the stack."""
+    return subprocess_env(stack.runner_env())
+
+
+def run_python(code: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python process (its own JVM when it uses Spark)."""
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=timeout)
