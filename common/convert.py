@@ -1,0 +1,71 @@
+"""Strict cattrs structuring and one-line error messages that name the field.
+
+Data crossing a boundary (a CTS message, a job spec, a config file, an importer YAML)
+is structured into frozen attrs classes with :func:`converter`. Unlike cattrs' default,
+it does not coerce: ``1`` is not a string, ``"3"`` and ``True`` are not integers.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+
+
+class StructureError(ValueError):
+    """Input that does not fit its schema; the message names every bad field."""
+
+
+def _strict(kind: type, *, allow: tuple[type, ...] = ()) -> Any:
+    accepted = (kind, *allow)
+
+    def structure(value: Any, _: type) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {kind.__name__}, got bool")
+        if not isinstance(value, accepted):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return kind(value)
+
+    return structure
+
+
+def converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
+    """A converter that refuses unknown keys (by default) and mistyped scalars."""
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+    for kind, allow in ((str, ()), (int, ()), (float, (int,)), (bool, ())):
+        conv.register_structure_hook(kind, _strict(kind, allow=allow))
+    # More specific than str/int in the MRO, so enums are built as members again.
+    for kind in (enum.Enum, enum.StrEnum, enum.IntEnum):
+        conv.register_structure_hook(kind, lambda value, cls: cls(value))
+    # Plain values in YAML/JSON (str/int enums would otherwise pass through as members).
+    for kind in (enum.Enum, enum.StrEnum, enum.IntEnum):
+        conv.register_unstructure_hook(kind, lambda member: member.value)
+    return conv
+
+
+def describe(error: Exception) -> str:
+    """One line naming each bad field, e.g. ``job.outputs[0].file: required field missing``."""
+    if isinstance(error, ForbiddenExtraKeysError):
+        return f"unexpected field(s): {', '.join(sorted(error.extra_fields))}"
+    if isinstance(error, cattrs.BaseValidationError):
+        parts = []
+        for message in cattrs.transform_error(error, path="$"):
+            text, _, path = message.rpartition(" @ ")
+            path = path.removeprefix("$").lstrip(".") or "(top level)"
+            parts.append(f"{path}: {text}")
+        return "; ".join(parts)
+    return str(error)
+
+
+def structure(data: Any, cls: type, conv: cattrs.Converter | None = None) -> Any:
+    """Structure ``data`` into ``cls``; raise :class:`StructureError` with :func:`describe`."""
+    conv = conv or _DEFAULT
+    try:
+        return conv.structure(data, cls)
+    except (cattrs.BaseValidationError, ForbiddenExtraKeysError) as error:
+        raise StructureError(describe(error)) from error
+
+
+_DEFAULT = converter()

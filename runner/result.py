@@ -1,0 +1,81 @@
+"""The result of one runner attempt, written as YAML next to the spec.
+
+Every attempt ends with exactly one result file: the runner writes it, or, when the
+runner was killed or timed out before it could, the dispatcher writes it on its behalf.
+The number of result files of a spec is therefore its number of attempts, which survives
+dispatcher restarts and rebalances.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+import yaml
+
+from common.convert import StructureError, converter, structure
+
+RESULT_VERSION = 1
+
+
+class ExitCode(enum.IntEnum):
+    """The runner's exit codes (sysexits), contracts.md section 4."""
+
+    OK = 0
+    BAD_SPEC = 64       # EX_USAGE: the spec is unusable; do not retry
+    BAD_DATA = 65       # EX_DATAERR: the data cannot be imported; do not retry
+    FAILURE = 70        # EX_SOFTWARE: the importer failed; may be retried
+    TEMPORARY = 75      # EX_TEMPFAIL: a temporary failure; retry
+
+
+class Status(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    BAD_SPEC = "bad_spec"
+    BAD_DATA = "bad_data"
+    TEMPORARY_FAILURE = "temporary_failure"
+    FAILED = "failed"
+    KILLED = "killed"        # written by the dispatcher: the runner died by a signal
+    TIMED_OUT = "timed_out"  # written by the dispatcher: killed after the importer's timeout
+
+
+@attrs.frozen
+class DeltaCommit:
+    """One Delta commit the import made: table, version, operation and its metrics."""
+
+    table: str
+    version: int
+    operation: str
+    metrics: dict[str, str] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class RunResult:
+    spec_uri: str
+    job_id: str
+    status: Status
+    exit_code: int
+    started_at: str
+    ended_at: str
+    error_type: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+    delta_commits: tuple[DeltaCommit, ...] = ()
+    written_by: str = "runner"
+    version: int = RESULT_VERSION
+
+
+_converter = converter()
+
+
+def to_yaml(result: RunResult) -> str:
+    return yaml.safe_dump(_converter.unstructure(result), sort_keys=False, allow_unicode=True)
+
+
+def from_yaml(text: str | bytes) -> RunResult:
+    """Parse a result file; raise ``ValueError`` naming the bad field."""
+    data: Any = yaml.safe_load(text)
+    try:
+        return structure(data, RunResult, _converter)
+    except StructureError as error:
+        raise ValueError(f"invalid result file: {error}") from error

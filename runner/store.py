@@ -1,0 +1,101 @@
+"""Where specs and results live in S3: the audit trail.
+
+    <base>/<job_id>/<trans_id>/spec.yaml
+    <base>/<job_id>/<trans_id>/result-<ended_at>-<random>.yaml   one per attempt
+
+``base`` is an ``s3://bucket/prefix`` URI. The spec key depends only on the event (the
+job and the CTS transition that completed it), so a redelivered event, a DLQ replay or a
+second dispatcher finds the same spec and the attempts already made on it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import urllib.parse
+from datetime import datetime
+
+from common.s3 import S3Uri
+from runner import result as results
+from runner import spec as specs
+
+SPEC_NAME = "spec.yaml"
+RESULT_PREFIX = "result-"
+_SAFE = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
+def _segment(value: str) -> str:
+    # Ids are URL-safe in practice; anything else is percent-encoded, never dropped.
+    return value if _SAFE.match(value) and value not in (".", "..") else urllib.parse.quote(value, safe="")
+
+
+class SpecStore:
+    """Reads and writes specs and results under ``base`` with a boto3 S3 client."""
+
+    def __init__(self, base: str, client) -> None:
+        parsed = S3Uri.parse(base.rstrip("/") + "/x")
+        self.bucket = parsed.bucket
+        self.prefix = parsed.key[:-2]
+        self.client = client
+
+    @property
+    def base(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def spec_uri(self, job_id: str, trans_id: str) -> str:
+        """The deterministic spec location for an event."""
+        key = "/".join(filter(None, [self.prefix, _segment(job_id), _segment(trans_id), SPEC_NAME]))
+        return f"s3://{self.bucket}/{key}"
+
+    def put_spec(self, spec: specs.JobSpec) -> str:
+        """Write ``spec`` at its deterministic key; return the URI."""
+        uri = self.spec_uri(spec.job.id, spec.event.trans_id)
+        self.write_text(uri, specs.to_yaml(spec))
+        return uri
+
+    def get_spec(self, uri: str) -> specs.JobSpec:
+        """Read a spec. Raises :class:`runner.spec.SpecError` if it is not a valid spec."""
+        return specs.from_yaml(self.read_text(uri))
+
+    def put_result(self, result: results.RunResult) -> str:
+        """Write ``result`` next to its spec under a new, time-ordered name; return the URI."""
+        stamp = datetime.fromisoformat(result.ended_at).strftime("%Y%m%dT%H%M%S.%fZ")
+        name = f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
+        uri = str(S3Uri.parse(result.spec_uri).sibling(name))
+        self.write_text(uri, results.to_yaml(result))
+        return uri
+
+    def result_uris(self, spec_uri: str) -> list[str]:
+        """The result files of a spec, oldest first."""
+        folder = S3Uri.parse(spec_uri).sibling(RESULT_PREFIX)
+        return [f"s3://{folder.bucket}/{key}" for key in sorted(self._keys(folder.key))]
+
+    def results(self, spec_uri: str) -> list[results.RunResult]:
+        return [results.from_yaml(self.read_text(uri)) for uri in self.result_uris(spec_uri)]
+
+    def attempts(self, spec_uri: str) -> int:
+        """How many attempts were already made on this spec (one result file each)."""
+        return len(self.result_uris(spec_uri))
+
+    def spec_uris(self, job_id: str | None = None) -> list[str]:
+        """Every spec under the base, or only those of ``job_id``."""
+        prefix = "/".join(filter(None, [self.prefix, _segment(job_id) if job_id else None]))
+        prefix = prefix + "/" if prefix else ""
+        return [f"s3://{self.bucket}/{key}" for key in sorted(self._keys(prefix))
+                if key.endswith("/" + SPEC_NAME)]
+
+    def read_text(self, uri: str) -> str:
+        location = S3Uri.parse(uri)
+        body = self.client.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+        return body.read().decode("utf-8")
+
+    def write_text(self, uri: str, text: str) -> None:
+        location = S3Uri.parse(uri)
+        self.client.put_object(Bucket=location.bucket, Key=location.key,
+                               Body=text.encode("utf-8"), ContentType="application/yaml",
+                               ChecksumAlgorithm="CRC64NVME")
+
+    def _keys(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                for obj in page.get("Contents", [])]
