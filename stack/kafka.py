@@ -75,6 +75,7 @@ class KafkaBroker:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
             admin.create_topics([NewTopic(name, partitions, 1)])
+            admin.wait_for_topics([name], timeout_ms=30000)
         finally:
             admin.close()
 
