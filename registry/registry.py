@@ -15,6 +15,9 @@ One YAML file per importer (seed 001), with optional per-importer settings::
 The files are read from the ``importers`` package directory and from every directory in
 ``CSEP_IMPORTER_DIRS`` (``os.pathsep``-separated); such a directory is put on
 ``sys.path``, so ``py_module: my_importer`` finds ``my_importer.py`` beside the YAML.
+
+A module may also define ``check_importer_meta(importer_meta)``, raising ``ValueError``
+for metadata it cannot work with; with ``check="import"`` it is called at load.
 """
 
 from __future__ import annotations
@@ -176,3 +179,9 @@ def _check_module(entry: ImporterEntry, check: Check) -> None:
         raise ValueError(f"{where} cannot be imported: {type(error).__name__}: {error}") from error
     if not callable(getattr(module, "run_import", None)):
         raise ValueError(f"{where} has no callable run_import(get_spark, job_info, metadata)")
+    check_meta = getattr(module, "check_importer_meta", None)
+    if callable(check_meta):
+        try:
+            check_meta(entry.importer_meta)
+        except ValueError as error:
+            raise ValueError(f"{entry.source}: importer_meta: {error}") from error

@@ -346,6 +346,32 @@ def test_a_local_spec_file_and_stdin(tmp_path, s3, no_spark_env):
     assert any(line["job_id"] == "job-local" for line in logged)
 
 
+def test_audit_lists_and_shows_specs_and_results(stack, store, env):
+    audit_env = {**env, "CSEP_SPEC_STORE": store.base}
+
+    def audit(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "runner.audit", *args], env=audit_env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    [line] = audit("list", "--job-id", "job-b").splitlines()
+    uri, job, image, attempts, status, code, _ = line.split("\t")
+    assert (uri, job, image, attempts, status, code) == (
+        store.spec_uri("job-b", "t-job-b"), "job-b", CHECKM2_IMAGE, "4", "succeeded", "0")
+
+    bad_data = audit("list", "--status", "bad_data").splitlines()
+    assert sorted(line.split("\t")[1] for line in bad_data) == ["job-bad", "job-changed",
+                                                                  "job-gone"]
+    by_image = audit("list", "--image", CHECKM2_IMAGE + ":0.3.0").splitlines()
+    assert {line.split("\t")[2] for line in by_image} == {CHECKM2_IMAGE}
+    assert len(by_image) == 6
+
+    shown = audit("show", store.spec_uri("job-a", "t-job-a")).split("---\n")
+    assert len(shown) == 2
+    assert "id: job-a" in shown[0] and "status: succeeded" in shown[1]
+
+
 def test_no_credential_in_any_spec_or_result(stack, s3, store):
     keys = store._keys(store.prefix)
     assert len(keys) > 10
