@@ -112,7 +112,8 @@ class Registry:
             if not directory.is_dir():
                 problems.append(f"{directory}: importer directory does not exist")
             elif directory.resolve() != BUILTIN_DIR and str(directory) not in sys.path:
-                sys.path.insert(0, str(directory))
+                # Appended: an importer file cannot shadow a module of the runner.
+                sys.path.append(str(directory))
         entries: list[ImporterEntry] = []
         by_image: dict[str, ImporterEntry] = {}
         for path in sorted(p for d in directories if d.is_dir() for p in d.glob("*.yaml")):

@@ -231,11 +231,12 @@ def test_the_declarative_importer_loads_typed_columns(stack, s3, store, env):
 
     database = f"{namespace_prefix(USER)}seqkit"
     location = f"s3://{stack.lake_bucket}/warehouse/{database}.db/stats"
-    schema = DeltaTable(location, storage_options=_storage(stack)).schema().to_arrow()
-    assert {f.name: str(f.type) for f in schema} == {
-        "file": "string", "format": "string", "type": "string", "num_seqs": "int64",
-        "sum_len": "int64", "min_len": "int64", "avg_len": "double", "max_len": "int64",
-        "cts_job_id": "string"}
+    fields = DeltaTable(location, storage_options=_storage(stack)).schema().fields
+    assert {f.name: (f.type.type, f.nullable) for f in fields} == {
+        "file": ("string", False), "format": ("string", True), "type": ("string", True),
+        "num_seqs": ("long", True), "sum_len": ("long", True), "min_len": ("long", True),
+        "avg_len": ("double", True), "max_len": ("long", True),
+        "cts_job_id": ("string", False)}
     assert delta_rows(stack, database, "stats", "file") == [
         {"file": "contigs.fa", "format": "FASTA", "type": "DNA", "num_seqs": 120,
          "sum_len": 4500000, "min_len": 500, "avg_len": 37500.5, "max_len": 900000,
