@@ -45,13 +45,20 @@ def converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     return conv
 
 
+def _format(error: BaseException, kind: type | None) -> str:
+    # A validator's ValueError says what was wrong; cattrs' default drops its text.
+    if kind is None and type(error) is ValueError and str(error):
+        return f"invalid value ({error})"
+    return cattrs.v.format_exception(error, kind)
+
+
 def describe(error: Exception) -> str:
     """One line naming each bad field, e.g. ``job.outputs[0].file: required field missing``."""
     if isinstance(error, ForbiddenExtraKeysError):
         return f"unexpected field(s): {', '.join(sorted(error.extra_fields))}"
     if isinstance(error, cattrs.BaseValidationError):
         parts = []
-        for message in cattrs.transform_error(error, path="$"):
+        for message in cattrs.transform_error(error, path="$", format_exception=_format):
             text, _, path = message.rpartition(" @ ")
             path = path.removeprefix("$").lstrip(".") or "(top level)"
             parts.append(f"{path}: {text}")

@@ -29,6 +29,12 @@ def _segment(value: str) -> str:
     return value if _SAFE.match(value) and value not in (".", "..") else urllib.parse.quote(value, safe="")
 
 
+def result_name(result: results.RunResult) -> str:
+    """A new, time-ordered file name for ``result`` (the same layout for local specs)."""
+    stamp = datetime.fromisoformat(result.ended_at).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
+
+
 class SpecStore:
     """Reads and writes specs and results under ``base`` with a boto3 S3 client."""
 
@@ -59,9 +65,7 @@ class SpecStore:
 
     def put_result(self, result: results.RunResult) -> str:
         """Write ``result`` next to its spec under a new, time-ordered name; return the URI."""
-        stamp = datetime.fromisoformat(result.ended_at).strftime("%Y%m%dT%H%M%S.%fZ")
-        name = f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
-        uri = str(S3Uri.parse(result.spec_uri).sibling(name))
+        uri = str(S3Uri.parse(result.spec_uri).sibling(result_name(result)))
         self.write_text(uri, results.to_yaml(result))
         return uri
 
