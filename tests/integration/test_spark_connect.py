@@ -57,7 +57,10 @@ import json
 from delta.tables import DeltaTable
 from runner.spark import SparkSettings, spark_factory
 spark = spark_factory(SparkSettings.from_env())()
-table = DeltaTable.forName(spark, "connect_smoke.from_classic")
+spark.sql("CREATE DATABASE IF NOT EXISTS connect_smoke")
+spark.createDataFrame([("x", 10), ("y", 20)], "name string, n bigint").write.format(
+    "delta").saveAsTable("connect_smoke.delta_api")
+table = DeltaTable.forName(spark, "connect_smoke.delta_api")
 source = spark.createDataFrame([("y", 21), ("z", 30)], "name string, n bigint")
 (table.alias("t").merge(source.alias("s"), "t.name = s.name")
     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
