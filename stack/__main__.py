@@ -1,7 +1,9 @@
 """Command line of the local stack.
 
-    python -m stack up [--keep-running]   start every server, print the endpoints and
-                                          write .stack/env (the runner's environment)
+    python -m stack up [--keep-running] [--spark-connect]
+        start every server (with --spark-connect also a Spark Connect server), print the
+        endpoints and write .stack/env (the runner's environment; with --spark-connect
+        its CSEP_SPARK_MASTER is the server's sc:// URL)
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def write_env_file(stack: LocalStack) -> None:
     ENV_FILE.parent.mkdir(exist_ok=True)
     ENV_FILE.touch(mode=0o600)
     ENV_FILE.chmod(0o600)
-    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in stack.runner_env().items()))
+    env = stack.connect_runner_env() if stack.spark_connect else stack.runner_env()
+    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
 
 def wait_for_signal() -> None:
@@ -33,7 +36,7 @@ def wait_for_signal() -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    with LocalStack() as stack:
+    with LocalStack(spark_connect=args.spark_connect) as stack:
         write_env_file(stack)
         for name, value in stack.endpoints().items():
             print(f"{name:>22}: {value}")
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     up_parser = commands.add_parser("up", help="start the local stack")
     up_parser.add_argument("--keep-running", action="store_true",
                            help="keep the servers up until Ctrl-C")
+    up_parser.add_argument("--spark-connect", action="store_true",
+                           help="also start a Spark Connect server for sc:// runners")
     up_parser.set_defaults(func=up)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import secrets
 import signal
@@ -48,8 +49,9 @@ class MetaUpdate:
 class CTSDouble:
     """The double's state and its HTTP server on 127.0.0.1 (``url`` once started)."""
 
-    def __init__(self, token: str | None = None, port: int = 0) -> None:
+    def __init__(self, token: str | None = None, port: int = 0, host: str = "127.0.0.1") -> None:
         self.token = token or secrets.token_urlsafe(16)
+        self._host = host
         self._port = port
         self._jobs: dict[str, dict] = {}
         self._lock = threading.Lock()
@@ -85,7 +87,7 @@ class CTSDouble:
             return [u for u in self.meta_updates if u.job_id == job_id]
 
     def start(self) -> CTSDouble:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
+        self._server = ThreadingHTTPServer((self._host, self._port), _handler_for(self))
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="cts-double",
@@ -216,11 +218,15 @@ def _handler_for(double: CTSDouble) -> type[BaseHTTPRequestHandler]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.cts_double", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--token", help="admin token clients must send (default: random)")
+    parser.add_argument("--token", help="admin token clients must send "
+                                        "(default: $CSEP_CTS_TOKEN, else random)")
     parser.add_argument("jobs", nargs="*", type=Path, help="job document JSON files")
     args = parser.parse_args(argv)
-    double = CTSDouble(token=args.token, port=args.port)
+    double = CTSDouble(token=args.token or os.environ.get("CSEP_CTS_TOKEN"), port=args.port,
+                       host=args.host)
     double.load_jobs(args.jobs)
     double.start()
     print(json.dumps({"url": double.url, "token": double.token}), flush=True)

@@ -4,7 +4,7 @@ Maven keeps its repository under ``.cache/m2`` so that a second run (and the run
 build) reuses every download. A profile directory is complete once its ``.complete``
 marker exists and is newer than the pom; an interrupted copy is redone.
 
-    python -m stack.jars kafka spark
+    python -m stack.jars kafka spark [spark-connect]
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path
 
 from stack.paths import CACHE, POM, jar_dir
 
-PROFILES = ("kafka", "spark")
+PROFILES = ("kafka", "spark", "spark-connect")
+# What the local stack and the tests need; spark-connect is opt-in.
+DEFAULT_PROFILES = ("kafka", "spark")
 
 
 def ensure(profile: str) -> Path:
@@ -46,7 +48,7 @@ def ensure(profile: str) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    for profile in argv or PROFILES:
+    for profile in argv or DEFAULT_PROFILES:
         if profile not in PROFILES:
             print(f"unknown jar profile {profile!r}; known: {', '.join(PROFILES)}", file=sys.stderr)
             return 2

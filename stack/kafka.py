@@ -50,7 +50,10 @@ class KafkaBroker:
         java = ["java", "-Xms256m", "-Xmx768m", "-Djava.awt.headless=true", "-cp", classpath]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+            # "--cluster-id=": a random id may start with "-", which a separate argument
+            # would make look like an option (format then fails).
+            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+             "-c", str(config)],
             check=True, capture_output=True)
         self._server = ServerProcess(
             "kafka", [*java, "kafka.Kafka", str(config)], self.data_dir / "kafka.log")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
+from runner.spark import SparkSettings
+from stack import jars
 from stack.cts_double import CTSDouble
 from stack.kafka import KafkaBroker
 from stack.paths import ROOT
 from stack.postgres import Postgres
 from stack.seaweed import SeaweedS3
+from stack.spark_connect import SparkConnectServer
+
+log = logging.getLogger(__name__)
 
 LAKE_BUCKET = "cdm-lake"
 
@@ -22,9 +29,14 @@ class LocalStack:
     ``start()`` brings them up (in parallel is not worth it: each takes a few seconds and
     the machine has two cores); ``stop()`` stops them all and removes the data unless
     ``keep_data`` is set. Use as a context manager.
+
+    With ``spark_connect=True`` (or a later :meth:`start_spark_connect`) a Spark Connect
+    server joins them, configured for this stack's S3 and metastore; it is opt-in because
+    its warm JVM costs a core and ~15 s to start.
     """
 
-    def __init__(self, base_dir: Path | None = None, keep_data: bool = False) -> None:
+    def __init__(self, base_dir: Path | None = None, keep_data: bool = False,
+                 spark_connect: bool = False) -> None:
         parent = ROOT / ".stack"
         parent.mkdir(exist_ok=True)
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="run-", dir=parent))
@@ -37,6 +49,8 @@ class LocalStack:
         self.postgres = Postgres(self.base_dir / "postgres")
         self.cts = CTSDouble()
         self.lake_bucket = LAKE_BUCKET
+        self.spark_connect: SparkConnectServer | None = None
+        self._with_spark_connect = spark_connect
         self._started: list = []
 
     def start(self) -> LocalStack:
@@ -45,12 +59,31 @@ class LocalStack:
                 service.start()
                 self._started.append(service)
             self.s3.create_bucket(self.lake_bucket)
+            if self._with_spark_connect:
+                self.start_spark_connect()
         except BaseException:
             self.stop()
             raise
         return self
 
+    def start_spark_connect(self) -> SparkConnectServer:
+        """Start (once) a Spark Connect server on this stack and return it.
+
+        Its Delta Connect plug-ins are on when Maven can resolve the ``spark-connect``
+        jar profile; otherwise Delta still works over Connect through SQL and the
+        DataFrame API, and a warning says what is missing.
+        """
+        if self.spark_connect is None:
+            settings = SparkSettings.from_env(self.runner_env())
+            server = SparkConnectServer(settings, self.base_dir / "spark-connect",
+                                        delta_connect_jars=_delta_connect_jars())
+            server.start()
+            self._started.append(server)
+            self.spark_connect = server
+        return self.spark_connect
+
     def stop(self) -> None:
+        self.spark_connect = None
         while self._started:
             self._started.pop().stop()
         if not self.keep_data:
@@ -79,15 +112,24 @@ class LocalStack:
             "CSEP_METASTORE_PASSWORD": self.postgres.password,
         }
 
+    def connect_runner_env(self) -> dict[str, str]:
+        """The environment of a runner that uses the stack's Spark Connect server."""
+        if self.spark_connect is None:
+            raise RuntimeError("the stack has no Spark Connect server: start_spark_connect()")
+        return {**self.runner_env(), "CSEP_SPARK_MASTER": self.spark_connect.url}
+
     def endpoints(self) -> dict[str, str]:
         """Human-facing addresses (no secrets)."""
-        return {
+        endpoints = {
             "kafka": self.kafka.bootstrap,
             "s3": self.s3.endpoint,
             "postgres (metastore)": self.postgres.jdbc_url,
             "cts double": self.cts.url,
-            "data": str(self.base_dir),
         }
+        if self.spark_connect:
+            endpoints["spark connect"] = self.spark_connect.url
+        endpoints["data"] = str(self.base_dir)
+        return endpoints
 
     def secrets(self) -> list[str]:
         """Every credential of the stack, for scanning files that must not contain them."""
@@ -99,3 +141,14 @@ def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **extra}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+def _delta_connect_jars() -> tuple[str, ...]:
+    try:
+        directory = jars.ensure("spark-connect")
+    except subprocess.CalledProcessError:
+        log.warning("the Delta Connect plug-in (jar profile spark-connect) could not be "
+                    "resolved from Maven: Spark Connect serves Delta through SQL and the "
+                    "DataFrame API only, not DeltaTable")
+        return ()
+    return tuple(sorted(str(p) for p in directory.glob("*.jar")))

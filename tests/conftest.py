@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from stack.local import LocalStack, subprocess_env
+from stack.spark_connect import SparkConnectServer
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +24,12 @@ def stack() -> Iterator[LocalStack]:
 def runner_env(stack: LocalStack) -> dict[str, str]:
     """The full environment of a runner subprocess pointed at the stack."""
     return subprocess_env(stack.runner_env())
+
+
+@pytest.fixture(scope="session")
+def spark_connect(stack: LocalStack) -> SparkConnectServer:
+    """A Spark Connect server on the stack, started only by the tests that ask for it."""
+    return stack.start_spark_connect()
 
 
 def run_python(code: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

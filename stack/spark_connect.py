@@ -1,0 +1,160 @@
+"""A Spark Connect server: one warm Spark driver that runners reach at an ``sc://`` URL.
+
+A classic Spark session costs a cold JVM per runner (14-16 s here); a Connect client is a
+thin gRPC client (about 2 s), so with a warm server one runner per event stays cheap.
+
+The server is pyspark's own distribution (``spark-submit`` of ``SparkConnectServer``,
+whose jar ships in the pyspark wheel), configured with Delta, S3A and the metastore by
+:meth:`runner.spark.SparkSettings.spark_conf`, the same configuration a classic runner
+uses, so tables written through either are the same tables. With the Delta Connect
+plug-in jars (profile ``spark-connect`` of ``jvm/pom.xml``) Delta's own Python API
+(``DeltaTable``) also works over Connect; without them Delta works through SQL and the
+DataFrame reader/writer.
+
+    python -m stack.spark_connect [--host 0.0.0.0] [--port 15002] [--delta-connect-jars DIR]
+
+reads the ``CSEP_*`` environment of ``runner/spark.py`` (``CSEP_SPARK_MASTER`` is then the
+server's own master: ``local[*]`` or ``spark://...``) and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import attrs
+
+from runner.spark import SparkSettings
+from stack.process import ServerProcess, free_ports, port_open
+
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+DELTA_PLUGINS = {
+    "spark.connect.extensions.relation.classes":
+        "org.apache.spark.sql.connect.delta.DeltaRelationPlugin",
+    "spark.connect.extensions.command.classes":
+        "org.apache.spark.sql.connect.delta.DeltaCommandPlugin",
+}
+
+
+def spark_home() -> Path:
+    """pyspark's own Spark distribution (``bin/spark-submit``, ``jars/``)."""
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def server_conf(settings: SparkSettings, host: str, port: int,
+                delta_connect_jars: tuple[str, ...] = ()) -> dict[str, str]:
+    """The server's Spark properties: the runner's classic configuration plus the gRPC
+    binding, and the Delta Connect plug-ins when their jars are given."""
+    if settings.is_connect:
+        raise ValueError("a Spark Connect server needs a classic master (local[*] or "
+                         f"spark://...), not {settings.master}")
+    with_plugins = attrs.evolve(settings, jars=settings.jars + tuple(delta_connect_jars))
+    conf = with_plugins.spark_conf()
+    conf["spark.app.name"] = "cdm-spark-events-connect"
+    conf["spark.master"] = settings.master
+    conf["spark.connect.grpc.binding.address"] = host
+    conf["spark.connect.grpc.binding.port"] = str(port)
+    if delta_connect_jars:
+        conf.update(DELTA_PLUGINS)
+    return conf
+
+
+class SparkConnectServer:
+    """One Spark Connect server process, health-checked on its gRPC port.
+
+    The configuration (credentials included) goes to a 0600 properties file, not the
+    command line, where ``ps`` would show it.
+    """
+
+    def __init__(self, settings: SparkSettings, data_dir: Path, *, host: str = "127.0.0.1",
+                 port: int | None = None, delta_connect_jars: tuple[str, ...] = ()) -> None:
+        self.host = host
+        self.port = port or free_ports(1)[0]
+        self.data_dir = data_dir
+        self.conf = server_conf(settings, host, self.port, delta_connect_jars)
+        self.delta_plugins = bool(delta_connect_jars)
+        self._server: ServerProcess | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``sc://`` URL clients use (``CSEP_SPARK_MASTER`` of a Connect runner)."""
+        return f"sc://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 240.0) -> SparkConnectServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self.data_dir / "spark-connect.conf"
+        properties.touch(mode=0o600)
+        properties.chmod(0o600)
+        properties.write_text("".join(f"{k} {_escape(v)}\n" for k, v in self.conf.items()))
+        home = spark_home()
+        env = {**os.environ, "SPARK_HOME": str(home)}
+        # A caller's PYSPARK_SUBMIT_ARGS or SPARK_CONF_DIR would silently change the server.
+        env.pop("PYSPARK_SUBMIT_ARGS", None)
+        env["SPARK_CONF_DIR"] = str(self.data_dir)
+        self._server = ServerProcess(
+            "spark-connect",
+            [str(home / "bin" / "spark-submit"), "--class", SERVER_CLASS,
+             "--properties-file", str(properties), "--name", self.conf["spark.app.name"],
+             "spark-internal"],
+            self.data_dir / "spark-connect.log", env=env, cwd=self.data_dir)
+        self._server.wait_healthy(lambda: port_open(self.port, _probe_host(self.host)),
+                                  timeout)
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.stop()
+            self._server = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self._server.log_tail(lines) if self._server else ""
+
+    def __enter__(self) -> SparkConnectServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _escape(value: str) -> str:
+    # Java properties: a backslash escapes, so keep Windows-free paths and URLs literal.
+    return value.replace("\\", "\\\\")
+
+
+def _probe_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.spark_connect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=15002)
+    parser.add_argument("--delta-connect-jars", type=Path,
+                        default=os.environ.get("CSEP_DELTA_CONNECT_JARS") or None,
+                        help="directory of the Delta Connect plug-in jars "
+                             "(default $CSEP_DELTA_CONNECT_JARS; none: no DeltaTable API)")
+    parser.add_argument("--data-dir", type=Path, default=Path.cwd() / "spark-connect")
+    args = parser.parse_args(argv)
+    plugins = tuple(sorted(str(p) for p in args.delta_connect_jars.glob("*.jar"))) if (
+        args.delta_connect_jars) else ()
+    server = SparkConnectServer(SparkSettings.from_env(), args.data_dir, host=args.host,
+                                port=args.port, delta_connect_jars=plugins)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with server:
+        print(f"Spark Connect serving at {server.url} (Delta plug-ins: "
+              f"{'on' if server.delta_plugins else 'off'})", flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
