@@ -51,12 +51,19 @@ def describe(error: Exception) -> str:
         return f"unexpected field(s): {', '.join(sorted(error.extra_fields))}"
     if isinstance(error, cattrs.BaseValidationError):
         parts = []
-        for message in cattrs.transform_error(error, path="$"):
+        for message in cattrs.transform_error(error, path="$", format_exception=_format):
             text, _, path = message.rpartition(" @ ")
             path = path.removeprefix("$").lstrip(".") or "(top level)"
             parts.append(f"{path}: {text}")
         return "; ".join(parts)
     return str(error)
+
+
+def _format(exc: BaseException, type_: type | None) -> str:
+    # A validator's ValueError says what was expected; keep its words.
+    if type(exc) is ValueError and str(exc):
+        return f"invalid value ({exc})"
+    return cattrs.v.format_exception(exc, type_)
 
 
 def structure(data: Any, cls: type, conv: cattrs.Converter | None = None) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import urllib.parse
-from datetime import datetime
+from datetime import datetime, timezone
 
 from common.s3 import S3Uri
 from runner import result as results
@@ -27,6 +27,15 @@ _SAFE = re.compile(r"^[A-Za-z0-9._:-]+$")
 def _segment(value: str) -> str:
     # Ids are URL-safe in practice; anything else is percent-encoded, never dropped.
     return value if _SAFE.match(value) and value not in (".", "..") else urllib.parse.quote(value, safe="")
+
+
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+
+
+def result_ended_at(uri: str) -> datetime:
+    """When the attempt of a result file ended, from its name (no read needed)."""
+    name = uri.rsplit("/", 1)[-1].removeprefix(RESULT_PREFIX)
+    return datetime.strptime(name.rsplit("-", 1)[0], _STAMP).replace(tzinfo=timezone.utc)
 
 
 class SpecStore:
@@ -73,9 +82,13 @@ class SpecStore:
     def results(self, spec_uri: str) -> list[results.RunResult]:
         return [results.from_yaml(self.read_text(uri)) for uri in self.result_uris(spec_uri)]
 
-    def attempts(self, spec_uri: str) -> int:
-        """How many attempts were already made on this spec (one result file each)."""
-        return len(self.result_uris(spec_uri))
+    def attempts(self, spec_uri: str, since: datetime | None = None) -> int:
+        """How many attempts were already made on this spec (one result file each),
+        or only those that ended after ``since`` (timezone-aware)."""
+        uris = self.result_uris(spec_uri)
+        if since is not None:
+            uris = [uri for uri in uris if result_ended_at(uri) > since]
+        return len(uris)
 
     def spec_uris(self, job_id: str | None = None) -> list[str]:
         """Every spec under the base, or only those of ``job_id``."""
