@@ -45,6 +45,13 @@ def converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     return conv
 
 
+def _format(error: BaseException, kind: type | None) -> str:
+    # A validator's ValueError says what was wrong; cattrs' default drops its text.
+    if kind is None and type(error) is ValueError and str(error):
+        return f"invalid value ({error})"
+    return cattrs.v.format_exception(error, kind)
+
+
 def describe(error: Exception) -> str:
     """One line naming each bad field, e.g. ``job.outputs[0].file: required field missing``."""
     if isinstance(error, ForbiddenExtraKeysError):
@@ -57,13 +64,6 @@ def describe(error: Exception) -> str:
             parts.append(f"{path}: {text}")
         return "; ".join(parts)
     return str(error)
-
-
-def _format(exc: BaseException, type_: type | None) -> str:
-    # A validator's ValueError says what was expected; keep its words.
-    if type(exc) is ValueError and str(exc):
-        return f"invalid value ({exc})"
-    return cattrs.v.format_exception(exc, type_)
 
 
 def structure(data: Any, cls: type, conv: cattrs.Converter | None = None) -> Any:

@@ -1,0 +1,6 @@
+"""The importer registry: one YAML file per importer, keyed by CTS image name."""
+
+from registry.images import image_name
+from registry.registry import ImporterEntry, ImporterSettings, Registry, RegistryError
+
+__all__ = ["ImporterEntry", "ImporterSettings", "Registry", "RegistryError", "image_name"]

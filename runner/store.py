@@ -32,6 +32,12 @@ def _segment(value: str) -> str:
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 
+def result_name(result: results.RunResult) -> str:
+    """A new, time-ordered file name for ``result`` (the same layout for local specs)."""
+    stamp = datetime.fromisoformat(result.ended_at).strftime(_STAMP)
+    return f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
+
+
 def result_ended_at(uri: str) -> datetime:
     """When the attempt of a result file ended, from its name (no read needed)."""
     name = uri.rsplit("/", 1)[-1].removeprefix(RESULT_PREFIX)
@@ -68,9 +74,7 @@ class SpecStore:
 
     def put_result(self, result: results.RunResult) -> str:
         """Write ``result`` next to its spec under a new, time-ordered name; return the URI."""
-        stamp = datetime.fromisoformat(result.ended_at).strftime("%Y%m%dT%H%M%S.%fZ")
-        name = f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
-        uri = str(S3Uri.parse(result.spec_uri).sibling(name))
+        uri = str(S3Uri.parse(result.spec_uri).sibling(result_name(result)))
         self.write_text(uri, results.to_yaml(result))
         return uri
 

@@ -1,0 +1,37 @@
+"""``python -m registry list|check``: show or validate the importer registry.
+
+Both import every importer module (as the runner does); ``check`` exits 1 listing every
+problem, ``list`` prints one line per importer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from registry.registry import Registry, RegistryError, default_dirs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m registry", description=__doc__)
+    parser.add_argument("command", choices=["list", "check"])
+    args = parser.parse_args(argv)
+    try:
+        registry = Registry.load(check="import")
+    except RegistryError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if args.command == "check":
+        dirs = ", ".join(str(d) for d in default_dirs())
+        print(f"{len(registry.entries)} importer(s) OK in {dirs}")
+        return 0
+    for entry in registry.entries:
+        s = entry.settings
+        print(f"{entry.image}\t{entry.name}\t{entry.py_module}\t{entry.source}\t"
+              f"timeout={s.timeout_seconds} max_attempts={s.max_attempts} "
+              f"max_concurrent={s.max_concurrent} executor_cores={s.executor_cores}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

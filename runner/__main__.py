@@ -1,0 +1,46 @@
+"""``python -m runner SPEC``: run one import and exit with its code.
+
+SPEC is an ``s3://`` URI, a local file, or ``-`` for standard input (see
+:mod:`runner.locations` for where the result goes). Exit codes (contracts.md section 4):
+0 done, 64 unusable spec, 65 bad data (do not retry), 70 the importer failed, 75 a
+temporary failure (retry). A result that cannot be written makes the attempt exit 75.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from runner import logs
+from runner.attempt import run_attempt
+from runner.locations import open_location
+from runner.logs import log
+from runner.result import ExitCode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", help="s3://bucket/.../spec.yaml, a file path, or -")
+    args = parser.parse_args(argv)
+    logs.configure(os.environ.get("CSEP_LOG_LEVEL", "INFO"))
+    logs.context.spec = args.spec
+    try:
+        location = open_location(args.spec, os.environ)
+    except ValueError as error:
+        log.error("unusable SPEC argument: %s", error)
+        return ExitCode.BAD_SPEC
+    result = run_attempt(location)
+    try:
+        where = location.write_result(result)
+    except Exception as error:  # the attempt must not pass as done without its record
+        log.error("could not write the result (%s: %s); exiting %d so it is retried",
+                  type(error).__name__, error, ExitCode.TEMPORARY)
+        return ExitCode.TEMPORARY
+    log.info("result %s (exit %d) written to %s", result.status.value, result.exit_code, where)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

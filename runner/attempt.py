@@ -1,0 +1,129 @@
+"""One attempt at one spec: check it, verify the outputs, run the importer, report.
+
+Every step that refuses raises a :class:`~runner.errors.RunnerError` whose class fixes
+the exit code; any other exception from the importer is exit 70. Spark starts only
+when the importer asks for it, so a refused spec costs no JVM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import sys
+import traceback
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from common.s3 import s3_client
+from registry import Registry, RegistryError
+from runner import logs
+from runner.checksums import verify_outputs
+from runner.commits import MarkedSpark
+from runner.errors import BadSpecError, RunnerError
+from runner.locations import SpecLocation
+from runner.logs import log
+from runner.result import DeltaCommit, ExitCode, RunResult, Status
+from runner.spark import SparkSettings, spark_factory
+from runner.spec import JobSpec, SpecError, from_yaml
+
+_TRACEBACK_LIMIT = 20_000
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|CREDENTIAL|PRIVATE", re.IGNORECASE)
+
+
+def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ) -> RunResult:
+    """Run the spec at ``location`` once and describe the outcome. Never raises for a
+    failure of the spec, the data or the importer: those are in the result."""
+    started_at = _now()
+    job_id = "unknown"
+    spark = MarkedSpark(spark_factory(SparkSettings.from_env(environ)),
+                        marker=f"csep-attempt:{uuid.uuid4()}")
+    spec: JobSpec | None = None
+    status, exit_code, error = Status.SUCCEEDED, ExitCode.OK, None
+    in_importer = False
+    commits: tuple[DeltaCommit, ...] = ()
+    try:
+        spec = _parse(location.read(), location.uri)
+        job_id = logs.context.job_id = spec.job.id
+        log.info("spec read: image %s, importer %s", spec.job.image, spec.importer.py_module)
+        meta = _registered_meta(spec, environ)
+        verify_outputs(s3_client(environ), spec.job.outputs)
+        log.info("%d output checksum(s) verified", len(spec.job.outputs))
+        module = importlib.import_module(spec.importer.py_module)
+        # The runner's stdout is reserved for the result (SPEC "-").
+        in_importer = True
+        with contextlib.redirect_stdout(sys.stderr):
+            module.run_import(spark.get_spark, spec.job.for_importer(), meta)
+    except RunnerError as caught:
+        status, exit_code, error = caught.status, caught.exit_code, caught
+    except Exception as caught:  # an importer's bug or a failure it did not classify
+        status, exit_code, error = Status.FAILED, ExitCode.FAILURE, caught
+    finally:
+        if spec is not None:
+            commits = spark.finish(spec.job.namespace_prefix)
+    redact = _redactor(environ)
+    if error is not None:
+        log.error("%s: %s: %s", status.value, type(error).__name__, redact(str(error)))
+    else:
+        log.info("import succeeded with %d Delta commit(s)", len(commits))
+    return RunResult(
+        spec_uri=location.uri, job_id=job_id, status=status, exit_code=int(exit_code),
+        started_at=started_at, ended_at=_now(),
+        error_type=type(error).__name__ if error else None,
+        message=redact(str(error)) if error else None,
+        # The runner's own refusals are explained by their message alone.
+        traceback=redact(_traceback(error)) if error and in_importer else None,
+        delta_commits=commits)
+
+
+def _parse(text: str, uri: str) -> JobSpec:
+    try:
+        return from_yaml(text)
+    except SpecError as error:
+        raise BadSpecError(f"{uri}: {error}") from error
+
+
+def _registered_meta(spec: JobSpec, environ: Mapping[str, str]) -> dict:
+    """The importer_meta of the importer this runner's registry lists for the spec's
+    image. A spec naming another importer, or an image with none, is refused: a spec
+    cannot choose the code that runs."""
+    try:
+        registry = Registry.load(check="import", environ=environ)
+    except RegistryError as error:
+        raise RunnerError(f"the runner's importer registry is broken: {error}") from error
+    entry = registry.for_image(spec.job.image)
+    if entry is None:
+        raise BadSpecError(f"no importer is registered for image {spec.job.image!r}")
+    named = (spec.importer.name, spec.importer.py_module)
+    if named != (entry.name, entry.py_module):
+        raise BadSpecError(
+            f"the spec names importer {named[0]!r} ({named[1]}) but image "
+            f"{spec.job.image!r} is registered to {entry.name!r} ({entry.py_module}) "
+            f"in {entry.source}")
+    if spec.importer.importer_meta != entry.importer_meta:
+        log.warning("the spec's importer_meta differs from the registry's (%s); "
+                    "running with the registry's", entry.source)
+    return dict(entry.importer_meta)
+
+
+def _redactor(environ: Mapping[str, str]):
+    secrets = sorted((v for k, v in environ.items() if _SECRET_NAME.search(k) and len(v) >= 6),
+                     key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    return redact
+
+
+def _traceback(error: BaseException) -> str:
+    text = "".join(traceback.format_exception(error))
+    return text if len(text) <= _TRACEBACK_LIMIT else "...\n" + text[-_TRACEBACK_LIMIT:]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
