@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -40,9 +41,14 @@ def build(config: Config):
     from dispatcher.loop import Dispatcher
     from dispatcher.metrics import Health, Metrics, serve
     from registry import Registry
+    from registry.registry import DIRS_VARIABLE
     from runner.store import SpecStore
 
-    registry = Registry.load(dirs=list(config.registry_dirs) or None, check="find")
+    if config.registry_dirs:
+        # The runners read the same variable: both sides must see the same importers.
+        os.environ[DIRS_VARIABLE] = os.pathsep.join(
+            filter(None, [os.environ.get(DIRS_VARIABLE), *config.registry_dirs]))
+    registry = Registry.load(check="find")
     consumer = KafkaConsumer(
         bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest",

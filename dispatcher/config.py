@@ -88,8 +88,7 @@ class Config:
     cts: CtsSettings
     #: ``s3://bucket/prefix`` under which specs and results are written.
     spec_store: str
-    #: Extra importer registry directories (besides the ``importers`` package and
-    #: ``CSEP_IMPORTER_DIRS``).
+    #: Importer directories added to ``CSEP_IMPORTER_DIRS`` (the runners see them too).
     registry_dirs: tuple[str, ...] = ()
     retry: RetrySettings = RetrySettings()
     launcher: LauncherSettings = LauncherSettings()

@@ -31,7 +31,7 @@ class RetryPolicy:
 
     @property
     def wait(self) -> tenacity.wait.wait_base:
-        return wait_exponential_jitter(initial=self.initial_backoff_seconds,
+        return wait_exponential_jitter(multiplier=self.initial_backoff_seconds,
                                        max=self.max_backoff_seconds, jitter=self.jitter_seconds)
 
     def overridden(self, *, max_attempts: int | None = None) -> RetryPolicy:
