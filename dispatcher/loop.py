@@ -190,7 +190,7 @@ class Dispatcher:
         except EventRejected as error:
             work.conclude(Outcome.DEAD_LETTERED, dlq.Failure(
                 str(error), type(error).__name__, spec_uri=work.spec_uri,
-                attempts=work.attempts))
+                attempts=work.attempts if work.spec_uri else None))
         if work.stage is not stage:  # a step went through: its services answered
             self._infrastructure_ok(work)
         if work.stage is Stage.FINISH:

@@ -41,7 +41,12 @@ class OffsetTracker:
 
     def start(self, partition: Hashable, offset: int) -> None:
         """An event was taken in. Offsets of a partition are started in increasing order."""
-        self._partitions.setdefault(partition, _Partition()).add(offset)
+        if partition not in self._partitions:
+            # Reading starts at the group's committed offset (or earlier, with no
+            # commit yet): committing the first offset again would acknowledge nothing.
+            self._partitions[partition] = _Partition()
+            self._partitions[partition].committed = offset
+        self._partitions[partition].add(offset)
 
     def finish(self, partition: Hashable, offset: int) -> None:
         """The event's outcome is durable (imported, acknowledged or dead-lettered)."""

@@ -45,6 +45,8 @@ class SeaweedS3:
             f"-filer.localSocket={self.data_dir / 'filer.sock'}",
             "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={self.s3_grpc}",
             f"-s3.config={s3_config}", f"-s3.localSocket={self.data_dir / 's3.sock'}",
+            # Off: their fixed default ports collide between stacks running side by side.
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]
         (self.data_dir / "data").mkdir(exist_ok=True)
         # weed's graceful shutdown waits ~25 s on its volume server; the data is scratch.
