@@ -2,6 +2,8 @@
 
     python -m stack up [--keep-running]   start every server, print the endpoints and
                                           write .stack/env (the runner's environment)
+    python -m stack demo [--keep-running] the same, plus the dispatcher; import the sample
+                                          CheckM2 job end to end and show the result
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    from stack.demo import run_demo
+
+    with LocalStack() as stack:
+        write_env_file(stack)
+        status = run_demo(stack, keep_running=args.keep_running, wait=wait_for_signal)
+    print("stack stopped")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--keep-running", action="store_true",
                            help="keep the servers up until Ctrl-C")
     up_parser.set_defaults(func=up)
+    demo_parser = commands.add_parser(
+        "demo", help="start the stack and the dispatcher, import the sample CheckM2 job")
+    demo_parser.add_argument("--keep-running", action="store_true",
+                             help="keep the stack and the dispatcher up until Ctrl-C")
+    demo_parser.set_defaults(func=demo)
     args = parser.parse_args(argv)
     return args.func(args)
 
