@@ -81,7 +81,9 @@ class Work:
     importer: Any = None                      # registry.ImporterEntry
     policy: RetryPolicy | None = None
     attempts: int = 0                         # attempts recorded in S3 so far
+    attempts_at_launch: int = 0
     first_started: datetime | None = None
+    succeeded_before: bool = False            # the latest recorded attempt succeeded
     handle: RunnerHandle | None = None
     started_at: datetime | None = None
     outcome: Outcome | None = None
@@ -216,6 +218,8 @@ class Dispatcher:
         work.importer = entry
         work.policy = self.default_policy.overridden(max_attempts=entry.settings.max_attempts)
         self._count_attempts(work)
+        if work.succeeded_before:  # imported, but the commit was lost (a crash, a rebalance)
+            return work.conclude(Outcome.IMPORTED)
         self.cts.set_meta(work.event.job_id, cts_api.META_START)
         work.stage = Stage.QUEUED
         if work.attempts and self._next_delay(work) is None:
@@ -233,6 +237,7 @@ class Dispatcher:
         except LaunchError as error:
             raise InfrastructureError(f"launching a runner: {error}", "launcher") from error
         work.started_at = datetime.now(timezone.utc)
+        work.attempts_at_launch = work.attempts
         work.stage = Stage.RUNNING
         log.info("runner started", extra={**work.context, "attempt": request.attempt})
 
@@ -287,17 +292,17 @@ class Dispatcher:
             uris = [u for u in self.store.result_uris(work.spec_uri)
                     if since is None or result_ended_at(u) > since]
             work.attempts = len(uris)
-            work.first_started = None
+            work.first_started, work.succeeded_before = None, False
             if uris:
-                try:
-                    first = results.from_yaml(self.store.read_text(uris[0]))
+                first, latest = (_result_or_none(self.store, uri) for uri in (uris[0], uris[-1]))
+                if first is not None:
                     work.first_started = datetime.fromisoformat(first.started_at)
-                except ValueError:
-                    pass  # an unreadable result still counts; elapsed time restarts
+                work.succeeded_before = (latest is not None
+                                         and latest.status is results.Status.SUCCEEDED)
 
     def _record_attempt(self, work: Work, exit: RunnerExit) -> str:
         """Make sure the attempt has its result file; return the result's message."""
-        before = work.attempts
+        before = work.attempts_at_launch
         self._count_attempts(work)
         status = _status(exit)
         self.metrics.runner_seconds.labels(work.importer.name, status.value).observe(
@@ -446,6 +451,14 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self.dispatcher.partitions_assigned(set(assigned))
+
+
+def _result_or_none(store, uri: str) -> results.RunResult | None:
+    # An unreadable result still counts as an attempt; it just tells nothing more.
+    try:
+        return results.from_yaml(store.read_text(uri))
+    except ValueError:
+        return None
 
 
 def _status(exit: RunnerExit) -> results.Status:
