@@ -65,6 +65,11 @@ def instructions(metadata: dict[str, Any]) -> DeclarativeImport:
         raise ValueError(f"declarative importer_meta: {error}") from error
 
 
+def check_importer_meta(metadata: dict[str, Any]) -> None:
+    """Called by the registry at load: a YAML with bad instructions is refused there."""
+    instructions(metadata)
+
+
 def run_import(get_spark, job_info: dict[str, Any], metadata: dict[str, Any]) -> None:
     """Merge every output matching ``file_pattern`` into the declared table."""
     from pyspark.sql import functions as F

@@ -15,6 +15,9 @@ One YAML file per importer (seed 001), with optional per-importer settings::
 The files are read from the ``importers`` package directory and from every directory in
 ``CSEP_IMPORTER_DIRS`` (``os.pathsep``-separated); such a directory is put on
 ``sys.path``, so ``py_module: my_importer`` finds ``my_importer.py`` beside the YAML.
+
+A module may also define ``check_importer_meta(importer_meta)``, raising ``ValueError``
+for metadata it cannot work with; with ``check="import"`` it is called at load.
 """
 
 from __future__ import annotations
@@ -109,7 +112,8 @@ class Registry:
             if not directory.is_dir():
                 problems.append(f"{directory}: importer directory does not exist")
             elif directory.resolve() != BUILTIN_DIR and str(directory) not in sys.path:
-                sys.path.insert(0, str(directory))
+                # Appended: an importer file cannot shadow a module of the runner.
+                sys.path.append(str(directory))
         entries: list[ImporterEntry] = []
         by_image: dict[str, ImporterEntry] = {}
         for path in sorted(p for d in directories if d.is_dir() for p in d.glob("*.yaml")):
@@ -176,3 +180,9 @@ def _check_module(entry: ImporterEntry, check: Check) -> None:
         raise ValueError(f"{where} cannot be imported: {type(error).__name__}: {error}") from error
     if not callable(getattr(module, "run_import", None)):
         raise ValueError(f"{where} has no callable run_import(get_spark, job_info, metadata)")
+    check_meta = getattr(module, "check_importer_meta", None)
+    if callable(check_meta):
+        try:
+            check_meta(entry.importer_meta)
+        except ValueError as error:
+            raise ValueError(f"{entry.source}: importer_meta: {error}") from error

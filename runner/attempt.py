@@ -60,6 +60,10 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         status, exit_code, error = caught.status, caught.exit_code, caught
     except Exception as caught:  # an importer's bug or a failure it did not classify
         status, exit_code, error = Status.FAILED, ExitCode.FAILURE, caught
+    except SystemExit as caught:  # sys.exit() in an importer must not pass for success
+        status, exit_code = Status.FAILED, ExitCode.FAILURE
+        error = RuntimeError(f"the importer called sys.exit({caught.code!r})")
+        error.__cause__ = caught
     finally:
         if spec is not None:
             commits = spark.finish(spec.job.namespace_prefix)

@@ -46,7 +46,10 @@ class MarkedSpark:
             log.warning("could not list the Delta commits of this attempt: %s", error)
             return ()
         finally:
-            self.session.stop()
+            try:
+                self.session.stop()
+            except Exception as error:  # a JVM that died already has nothing to stop
+                log.warning("could not stop Spark: %s", error)
 
 
 def commits_marked(spark: SparkSession, namespace_prefix: str,

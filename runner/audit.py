@@ -1,0 +1,100 @@
+"""``python -m runner.audit``: the audit trail of imports, read from the spec store.
+
+    python -m runner.audit list [--job-id J] [--image I] [--status S]
+    python -m runner.audit show SPEC_URI
+
+``list`` prints one tab-separated line per spec: URI, job id, image, attempts, and the
+status, exit code and end time of the latest attempt (``pending`` before the first).
+``--status`` filters on that latest status. ``show`` prints the spec and every result
+file of it, oldest first, as YAML documents. The store is ``CSEP_SPEC_STORE`` (e.g.
+``s3://cdm-lake/event-specs``); S3 settings as for the runner (``CSEP_S3_ENDPOINT_URL``,
+``AWS_*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Mapping
+
+import attrs
+
+from common.s3 import S3Uri, s3_client
+from registry.images import image_name
+from runner.result import Status
+from runner.spec import SpecError
+from runner.store import SpecStore
+
+PENDING = "pending"
+
+
+@attrs.frozen
+class SpecSummary:
+    spec_uri: str
+    job_id: str
+    image: str
+    attempts: int
+    status: str
+    exit_code: int | None
+    ended_at: str | None
+
+    def line(self) -> str:
+        return "\t".join(str(v) if v is not None else "-" for v in attrs.astuple(self))
+
+
+def summaries(store: SpecStore, job_id: str | None = None, image: str | None = None,
+              status: str | None = None) -> Iterator[SpecSummary]:
+    """The specs under ``store`` matching every given filter, in key order."""
+    for uri in store.spec_uris(job_id):
+        try:
+            spec = store.get_spec(uri)
+            job, spec_image = spec.job.id, spec.job.image
+        except SpecError:
+            job, spec_image = "-", "(invalid spec)"
+        if image and image_name(spec_image) != image_name(image):
+            continue
+        attempts = store.results(uri)
+        last = attempts[-1] if attempts else None
+        summary = SpecSummary(uri, job, spec_image, len(attempts),
+                              last.status.value if last else PENDING,
+                              last.exit_code if last else None, last.ended_at if last else None)
+        if status and summary.status != status:
+            continue
+        yield summary
+
+
+def show(store: SpecStore, spec_uri: str) -> str:
+    """The spec's text and each result's, as one multi-document YAML stream."""
+    parts = [f"# {spec_uri}\n{store.read_text(spec_uri)}"]
+    parts += [f"# {uri}\n{store.read_text(uri)}" for uri in store.result_uris(spec_uri)]
+    return "---\n".join(parts)
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner.audit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="specs and their latest outcome")
+    listing.add_argument("--job-id")
+    listing.add_argument("--image", help="image name; a tag or digest is ignored")
+    listing.add_argument("--status", choices=[PENDING, *(s.value for s in Status)])
+    showing = commands.add_parser("show", help="a spec and all its results")
+    showing.add_argument("spec_uri")
+    args = parser.parse_args(argv)
+
+    client = s3_client(environ)
+    if args.command == "show":
+        folder = S3Uri.parse(args.spec_uri).sibling("")
+        print(show(SpecStore(str(folder), client), args.spec_uri), end="")
+        return 0
+    base = environ.get("CSEP_SPEC_STORE")
+    if not base:
+        parser.error("set CSEP_SPEC_STORE to the spec store, e.g. s3://cdm-lake/event-specs")
+    for summary in summaries(SpecStore(base, client), args.job_id, args.image, args.status):
+        print(summary.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

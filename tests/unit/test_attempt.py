@@ -1,0 +1,51 @@
+"""The runner's refusals that need no server, and what it keeps out of results."""
+
+from __future__ import annotations
+
+from runner.attempt import _redactor, run_attempt
+from runner.locations import FileLocation
+from runner.result import Status
+from runner.spec import EventRef, ImporterRef, JobInfo, JobSpec, to_yaml
+
+ENV = {"CSEP_IMPORTER_DIRS": "", "CSEP_SPARK_MASTER": "no-such-master://never"}
+
+
+def spec(image: str, py_module: str, name: str = "checkm2") -> str:
+    return to_yaml(JobSpec(
+        job=JobInfo(id="j1", outputs=(), image=image, image_digest="sha256:ab",
+                    input_file_count=0, output_file_count=0, completion_time="2026-11-20",
+                    user="alice", namespace_prefix="u_alice__"),
+        importer=ImporterRef(name=name, py_module=py_module),
+        event=EventRef(topic="t", partition=0, offset=0, trans_id="x", time="2026-11-20")))
+
+
+def attempt(tmp_path, text: str):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return run_attempt(FileLocation(str(path)), ENV)
+
+
+def test_an_invalid_spec_is_refused_naming_the_field(tmp_path):
+    result = attempt(tmp_path, "job: {id: j1}\n")
+    assert (result.status, result.exit_code, result.job_id) == (Status.BAD_SPEC, 64, "unknown")
+    assert "job.outputs: required field missing" in result.message
+    assert result.traceback is None and result.delta_commits == ()
+
+
+def test_an_image_without_importer_is_refused(tmp_path):
+    result = attempt(tmp_path, spec("example.org/unknown", "importers.checkm2"))
+    assert (result.status, result.exit_code, result.job_id) == (Status.BAD_SPEC, 64, "j1")
+    assert "no importer is registered for image 'example.org/unknown'" in result.message
+
+
+def test_a_spec_cannot_choose_the_module(tmp_path):
+    result = attempt(tmp_path, spec("ghcr.io/kbasetest/cdm_checkm2:0.3.0", "os"))
+    assert result.exit_code == 64
+    assert "registered to 'checkm2' (importers.checkm2)" in result.message
+
+
+def test_secrets_of_the_environment_are_redacted():
+    redact = _redactor({"AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "CSEP_METASTORE_PASSWORD":
+                        "pg-pass-word", "AWS_ACCESS_KEY_ID": "public-id", "HOME": "/root"})
+    assert redact("key s3cr3t-value and pg-pass-word in /root by public-id") == (
+        "key <redacted> and <redacted> in /root by public-id")

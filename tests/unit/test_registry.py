@@ -1,0 +1,173 @@
+"""Registry validation: every problem names its file and field."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry import ImporterSettings, Registry, RegistryError, image_name
+from registry.images import name_problem
+
+MODULE = "def run_import(get_spark, job_info, metadata):\n    pass\n"
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def importer_yaml(image: str = "example.org/team/tool", py_module: str = "tool_importer",
+                  extra: str = "") -> str:
+    return (f"name: tool\npy_module: {py_module}\nimage: {image}\n"
+            f"importer_meta:\n  table: t\n{extra}")
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    write(tmp_path, "tool_importer.py", MODULE)
+    return tmp_path
+
+
+def problems(folder: Path, check: str = "import") -> list[str]:
+    with pytest.raises(RegistryError) as caught:
+        Registry.load([folder], check=check)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(("reference", "name"), [
+    ("ghcr.io/kbasetest/cdm_checkm2", "ghcr.io/kbasetest/cdm_checkm2"),
+    ("ghcr.io/kbasetest/cdm_checkm2:0.3.0", "ghcr.io/kbasetest/cdm_checkm2"),
+    ("ghcr.io/kbasetest/cdm_checkm2@sha256:" + "a" * 64, "ghcr.io/kbasetest/cdm_checkm2"),
+    ("ghcr.io/kbasetest/cdm_checkm2:0.3.0@sha256:" + "a" * 64, "ghcr.io/kbasetest/cdm_checkm2"),
+    ("localhost:5000/tools/x", "localhost:5000/tools/x"),
+    ("localhost:5000/tools/x:1.2", "localhost:5000/tools/x"),
+    ("ubuntu", "ubuntu"),
+])
+def test_image_name_strips_tag_and_digest_but_not_a_port(reference, name):
+    assert image_name(reference) == name
+
+
+@pytest.mark.parametrize(("image", "reason"), [
+    ("example.org/x:1", "has a tag"),
+    ("localhost:5000/x:latest", "has a tag"),
+    ("example.org/x@sha256:abc", "has a digest"),
+    ("Example.org/UPPER", "not a valid image name"),
+    ("example.org//x", "not a valid image name"),
+])
+def test_image_names_with_tag_digest_or_bad_syntax_are_refused(image, reason):
+    assert reason in name_problem(image)
+
+
+def test_bare_names_with_a_registry_port_are_accepted():
+    assert name_problem("localhost:5000/tools/cdm_x") is None
+
+
+def test_a_valid_file_loads_with_settings(folder):
+    write(folder, "tool.yaml", importer_yaml(extra=(
+        "settings:\n  timeout_seconds: 90\n  max_attempts: 3\n  max_concurrent: 2\n"
+        "  executor_cores: 4\n")))
+    registry = Registry.load([folder], check="import")
+    entry = registry.for_image("example.org/team/tool")
+    assert (entry.name, entry.py_module, entry.importer_meta) == ("tool", "tool_importer",
+                                                                   {"table": "t"})
+    assert entry.settings == ImporterSettings(timeout_seconds=90.0, max_attempts=3,
+                                              max_concurrent=2, executor_cores=4)
+    assert entry.source == folder / "tool.yaml"
+    assert registry.for_image("example.org/team/tool:1.0@sha256:" + "b" * 64) is entry
+    assert registry.for_image("example.org/team/other") is None
+
+
+def test_settings_and_meta_are_optional(folder):
+    write(folder, "tool.yaml", "name: tool\npy_module: tool_importer\n"
+                               "image: example.org/team/tool\nimporter_meta:\n")
+    [entry] = Registry.load([folder]).entries
+    assert entry.importer_meta == {}
+    assert entry.settings == ImporterSettings(executor_cores=1)
+
+
+def test_a_missing_field_names_file_and_field(folder):
+    write(folder, "tool.yaml", "name: tool\nimage: example.org/team/tool\n")
+    [problem] = problems(folder)
+    assert problem.startswith(str(folder / "tool.yaml"))
+    assert "py_module: required field missing" in problem
+
+
+def test_unknown_fields_and_bad_settings_are_refused(folder):
+    write(folder, "a.yaml", importer_yaml(extra="settings:\n  timeout: 3\n"))
+    write(folder, "b.yaml", importer_yaml(image="example.org/team/b",
+                                          extra="settings:\n  max_attempts: 0\n"))
+    write(folder, "c.yaml", importer_yaml(image="example.org/team/c",
+                                          extra="settings:\n  executor_cores: two\n"))
+    found = problems(folder)
+    assert len(found) == 3
+    assert "a.yaml: settings: extra fields found (timeout)" in found[0]
+    assert "b.yaml: settings: invalid value (max_attempts must be positive, got 0)" in found[1]
+    assert "c.yaml: settings.executor_cores" in found[2]
+
+
+def test_an_image_with_a_tag_is_refused(folder):
+    write(folder, "tool.yaml", importer_yaml(image="localhost:5000/team/tool:1.0"))
+    [problem] = problems(folder)
+    assert "tool.yaml: image: 'localhost:5000/team/tool:1.0' has a tag" in problem
+
+
+def test_the_same_image_in_two_files_names_both(folder):
+    write(folder, "first.yaml", importer_yaml())
+    write(folder, "second.yaml", importer_yaml())
+    [problem] = problems(folder)
+    assert str(folder / "first.yaml") in problem and str(folder / "second.yaml") in problem
+
+
+def test_a_module_that_cannot_be_imported_or_lacks_run_import(folder):
+    write(folder, "broken_importer.py", "import no_such_package_anywhere\n")
+    write(folder, "lazy_importer.py", "def import_it():\n    pass\n")
+    write(folder, "a.yaml", importer_yaml(image="example.org/a", py_module="broken_importer"))
+    write(folder, "b.yaml", importer_yaml(image="example.org/b", py_module="lazy_importer"))
+    write(folder, "c.yaml", importer_yaml(image="example.org/c", py_module="not_there"))
+    found = problems(folder, check="import")
+    assert "a.yaml: py_module: 'broken_importer' cannot be imported: ModuleNotFoundError" in found[0]
+    assert "b.yaml: py_module: 'lazy_importer' has no callable run_import" in found[1]
+    assert "c.yaml: py_module: 'not_there' cannot be imported" in found[2]
+
+
+def test_find_checks_presence_without_running_the_module(folder):
+    write(folder, "explosive_importer.py", "raise SystemExit('must not run')\n")
+    write(folder, "a.yaml", importer_yaml(image="example.org/a", py_module="explosive_importer"))
+    write(folder, "c.yaml", importer_yaml(image="example.org/c", py_module="not_there"))
+    [problem] = problems(folder, check="find")
+    assert "c.yaml: py_module: 'not_there' cannot be found" in problem
+
+
+def test_directories_come_from_the_environment(folder):
+    write(folder, "tool.yaml", importer_yaml())
+    with pytest.raises(RegistryError) as caught:
+        Registry.load(check="find",
+                      environ={"CSEP_IMPORTER_DIRS": os.pathsep.join([str(folder), "/nonexistent-x"])})
+    assert caught.value.problems == ["/nonexistent-x: importer directory does not exist"]
+    registry = Registry.load(check="import", environ={"CSEP_IMPORTER_DIRS": str(folder)})
+    images = [e.image for e in registry.entries]
+    assert "example.org/team/tool" in images and "ghcr.io/kbasetest/cdm_checkm2" in images
+    assert str(folder) in sys.path
+
+
+def test_declarative_instructions_are_checked_at_load(folder):
+    write(folder, "decl.yaml", importer_yaml(py_module="importers.declarative").replace(
+        "importer_meta:\n  table: t\n",
+        "importer_meta:\n  file_pattern: '*.tsv'\n  database: d\n  table: t\n"
+        "  merge_keys: [id]\n  columns:\n    - {name: id, type: integer, nullable: false}\n"))
+    [problem] = problems(folder)
+    assert "decl.yaml: importer_meta: declarative importer_meta: columns[0]" in problem
+    assert "type 'integer' is not one of" in problem
+
+
+def test_the_shipped_example_importers_load():
+    examples = Path(__file__).resolve().parents[2] / "importers" / "examples"
+    registry = Registry.load(check="import",
+                             environ={"CSEP_IMPORTER_DIRS": str(examples)})
+    assert registry.for_image("ghcr.io/kbasetest/cdm_seqkit").py_module == "importers.declarative"
+    assert registry.for_image("ghcr.io/kbasetest/cdm_checkm2").py_module == "importers.checkm2"
