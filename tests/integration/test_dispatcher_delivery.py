@@ -4,6 +4,7 @@ test importers run by the real runner: outcomes, DLQ, retries, infrastructure fa
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -138,3 +139,20 @@ def test_infrastructure_failure_past_the_budget_stops_the_dispatcher(lane):
         lane.stack.cts.outage(None)
     assert lane.committed()[0] is None
     assert lane.dead_letters(0, timeout=1) == []
+
+
+def test_attempt_counts_survive_a_dispatcher_restart(lane):
+    lane.job("failing-restart", "failing")
+    lane.complete("failing-restart")
+    slow_retry = {"max_attempts": 3, "initial_backoff_seconds": 4, "max_backoff_seconds": 4,
+                  "jitter_seconds": 0.1}
+    first = lane.dispatcher(retry=slow_retry)
+    wait_until(lambda: len(lane.results("failing-restart")) == 2, 60, "two failed attempts")
+    first.stop(sig=signal.SIGKILL)
+
+    second = lane.dispatcher(retry=slow_retry)
+    [letter] = lane.dead_letters(1)
+    assert headers(letter)["__csep.errors.attempts"] == "3"
+    assert len(lane.results("failing-restart")) == 3
+    wait_until(lambda: lane.committed()[0] == 1, 30, "the commit")
+    assert second.stop() == 0
