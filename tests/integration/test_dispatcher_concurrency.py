@@ -93,3 +93,24 @@ def test_sigterm_waits_for_the_runner_in_flight_and_commits(lane):
     assert dispatcher.stop(sig=signal.SIGTERM, timeout=60) == 0
     assert lane.done(job_id)
     assert lane.committed()[0] == offset + 1
+
+
+def test_a_rebalance_loses_nothing(lane2):
+    lane = lane2
+    jobs = []
+    for partition in (0, 1):
+        for i in range(3):
+            job_id = f"sleep-5-rebalance-{partition}-{i}"
+            lane.job(job_id, "sleepy")
+            lane.complete(job_id, partition=partition)
+            jobs.append(job_id)
+    first = lane.dispatcher(max_in_flight=4)
+    wait_until(lambda: sum(lane.attempts(j) > 0 for j in jobs) >= 2, 60, "runners at work")
+    second = lane.dispatcher(max_in_flight=4)  # same group: the partitions are shared out
+
+    wait_until(lambda: lane.committed() == {0: 3, 1: 3}, 120, "both partitions committed")
+    assert all(lane.done(j) for j in jobs)
+    assert lane.dead_letters(0, timeout=1) == []
+    # The second dispatcher took a partition over and redid its events.
+    assert "runner exited: done" in second.log(tail=10**7)
+    assert first.stop() == 0 and second.stop() == 0
