@@ -33,7 +33,7 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
                                spec_store=store.base, metrics_port=DispatcherProcess.free_port())
     dispatcher = DispatcherProcess(stack, stack.base_dir / "dispatcher", config).start()
     try:
-        dispatcher.wait_healthy()
+        dispatcher.wait_serving()
         print(f"{'dispatcher':>22}: pid {dispatcher.process.pid}, log {dispatcher.log_path}")
         print(f"{'metrics and health':>22}: http://127.0.0.1:{config['metrics_port']}/metrics, /health")
         doc = samples.checkm2_job(stack)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -59,16 +60,18 @@ class DispatcherProcess:
                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        """Wait until ``/health`` answers, healthy (200) or not (503: a service failing)."""
         url = f"http://127.0.0.1:{self.config['metrics_port']}/health"
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"dispatcher exited {self.process.returncode}: {self.log()}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return
             except OSError:
                 pass
             if time.monotonic() > deadline:

@@ -51,7 +51,7 @@ class Lane:
     # -- the dispatcher -------------------------------------------------------------------
 
     def dispatcher(self, topic: str | None = None, dlq_topic: str | None = None,
-                   **overrides: Any) -> DispatcherProcess:
+                   env: dict[str, str] | None = None, **overrides: Any) -> DispatcherProcess:
         settings = {"retry": FAST_RETRY, "max_in_flight": 4, "shutdown_grace_seconds": 60,
                     "infrastructure_budget_seconds": 120, **overrides}
         config = dispatcher_config(
@@ -61,10 +61,10 @@ class Lane:
         process = DispatcherProcess(
             self.stack, self.tmp_path / f"dispatcher-{len(self.dispatchers)}", config,
             env={"CSEP_IMPORTER_DIRS": str(FIXTURES),
-                 "CSEP_TEST_STATE_DIR": str(self.state_dir)})
+                 "CSEP_TEST_STATE_DIR": str(self.state_dir), **(env or {})})
         self.dispatchers.append(process)
         process.start()
-        process.wait_healthy()
+        process.wait_serving()
         return process
 
     def close(self) -> None:

@@ -156,3 +156,16 @@ def test_attempt_counts_survive_a_dispatcher_restart(lane):
     assert len(lane.results("failing-restart")) == 3
     wait_until(lambda: lane.committed()[0] == 1, 30, "the commit")
     assert second.stop() == 0
+
+
+def test_s3_failures_are_infrastructure_not_poison(lane):
+    lane.job("s3-down-1", "quick")
+    lane.complete("s3-down-1")
+    # S3 refuses the dispatcher's key: every S3 call fails.
+    dispatcher = lane.dispatcher(infrastructure_budget_seconds=4,
+                                 env={"AWS_SECRET_ACCESS_KEY": "not-the-key"})
+    assert dispatcher.process.wait(60) == 69
+    assert "S3 writing the spec" in dispatcher.log()
+    assert lane.committed()[0] is None
+    assert lane.dead_letters(0, timeout=1) == []
+    assert not lane.done("s3-down-1")
