@@ -98,10 +98,6 @@ class ProcessHandle:
         self._timed_out = False
         self._exit: RunnerExit | None = None
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
     def poll(self) -> RunnerExit | None:
         if self._exit is not None:
             return self._exit

@@ -82,10 +82,6 @@ class OffsetTracker:
             if partition in self._partitions:
                 self._partitions[partition].committed = offset
 
-    def pending(self, partition: Hashable) -> int:
-        state = self._partitions.get(partition)
-        return len(state.pending) if state else 0
-
     def partitions(self) -> set[Hashable]:
         return set(self._partitions)
 

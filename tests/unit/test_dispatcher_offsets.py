@@ -44,7 +44,7 @@ def test_seen_recognises_redeliveries_and_forget_drops_partitions():
     tracker.start("p", 1)
     tracker.finish("p", 0)
     assert tracker.seen("p", 0) and tracker.seen("p", 1) and not tracker.seen("p", 2)
-    assert tracker.pending("p") == 1
+    assert tracker.commit_point("p") == 1
     tracker.forget(["p"])
     assert not tracker.seen("p", 0)
     assert tracker.commit_point("p") is None
