@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from deltalake import DeltaTable
 
 from runner import result as results
@@ -389,6 +390,4 @@ def _storage(stack) -> dict[str, str]:
 
 
 def _example_meta() -> dict:
-    import yaml
-
     return yaml.safe_load((EXAMPLE_IMPORTERS / "seqkit_stats.yaml").read_text())["importer_meta"]
