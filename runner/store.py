@@ -86,13 +86,9 @@ class SpecStore:
     def results(self, spec_uri: str) -> list[results.RunResult]:
         return [results.from_yaml(self.read_text(uri)) for uri in self.result_uris(spec_uri)]
 
-    def attempts(self, spec_uri: str, since: datetime | None = None) -> int:
-        """How many attempts were already made on this spec (one result file each),
-        or only those that ended after ``since`` (timezone-aware)."""
-        uris = self.result_uris(spec_uri)
-        if since is not None:
-            uris = [uri for uri in uris if result_ended_at(uri) > since]
-        return len(uris)
+    def attempts(self, spec_uri: str) -> int:
+        """How many attempts were already made on this spec (one result file each)."""
+        return len(self.result_uris(spec_uri))
 
     def spec_uris(self, job_id: str | None = None) -> list[str]:
         """Every spec under the base, or only those of ``job_id``."""
