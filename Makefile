@@ -30,7 +30,7 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 run: setup
-	$(PY) -m stack up $(RUN_ARGS)
+	$(PY) -m stack demo $(RUN_ARGS)
 
 stack: setup
 	$(PY) -m stack up --keep-running

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 import urllib.parse
-from datetime import datetime
+from datetime import datetime, timezone
 
 from common.s3 import S3Uri
 from runner import result as results
@@ -29,10 +29,19 @@ def _segment(value: str) -> str:
     return value if _SAFE.match(value) and value not in (".", "..") else urllib.parse.quote(value, safe="")
 
 
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+
+
 def result_name(result: results.RunResult) -> str:
     """A new, time-ordered file name for ``result`` (the same layout for local specs)."""
-    stamp = datetime.fromisoformat(result.ended_at).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = datetime.fromisoformat(result.ended_at).strftime(_STAMP)
     return f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
+
+
+def result_ended_at(uri: str) -> datetime:
+    """When the attempt of a result file ended, from its name (no read needed)."""
+    name = uri.rsplit("/", 1)[-1].removeprefix(RESULT_PREFIX)
+    return datetime.strptime(name.rsplit("-", 1)[0], _STAMP).replace(tzinfo=timezone.utc)
 
 
 class SpecStore:

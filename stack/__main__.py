@@ -4,6 +4,9 @@
         start every server (with --spark-connect also a Spark Connect server), print the
         endpoints and write .stack/env (the runner's environment; with --spark-connect
         its CSEP_SPARK_MASTER is the server's sc:// URL)
+    python -m stack demo [--keep-running]
+        the same, plus the dispatcher; import the sample CheckM2 job end to end and show
+        the result
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    from stack.demo import run_demo
+
+    with LocalStack() as stack:
+        write_env_file(stack)
+        status = run_demo(stack, keep_running=args.keep_running, wait=wait_for_signal)
+    print("stack stopped")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--spark-connect", action="store_true",
                            help="also start a Spark Connect server for sc:// runners")
     up_parser.set_defaults(func=up)
+    demo_parser = commands.add_parser(
+        "demo", help="start the stack and the dispatcher, import the sample CheckM2 job")
+    demo_parser.add_argument("--keep-running", action="store_true",
+                             help="keep the stack and the dispatcher up until Ctrl-C")
+    demo_parser.set_defaults(func=demo)
     args = parser.parse_args(argv)
     return args.func(args)
 

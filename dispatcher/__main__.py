@@ -1,0 +1,87 @@
+"""``python -m dispatcher [--config FILE]``: consume CTS events until SIGTERM or SIGINT.
+
+Exit status: 0 after a graceful shutdown, 69 when the CTS, S3 or Kafka stayed down past
+``infrastructure_budget_seconds``, 78 for an unusable configuration (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from dispatcher import config as configuration
+from dispatcher import logs
+from dispatcher.config import Config, LauncherSettings
+
+EXIT_CONFIG = 78  # sysexits EX_CONFIG
+
+log = logging.getLogger("dispatcher")
+
+
+def make_launcher(settings: LauncherSettings):
+    """The launcher named by ``launcher.kind``."""
+    from dispatcher.launchers import DockerLauncher, SubprocessLauncher
+
+    if settings.kind == "docker":
+        docker = settings.docker
+        return DockerLauncher(docker.image, network=docker.network, pass_env=docker.pass_env,
+                              extra_args=docker.extra_args)
+    return SubprocessLauncher()
+
+
+def build(config: Config):
+    """Wire the dispatcher's parts from ``config``; the services are contacted lazily."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from common.s3 import s3_client
+    from dispatcher.cts import CtsClient
+    from dispatcher.loop import Dispatcher
+    from dispatcher.metrics import Health, Metrics, serve
+    from registry import Registry
+    from registry.registry import DIRS_VARIABLE
+    from runner.store import SpecStore
+
+    if config.registry_dirs:
+        # The runners read the same variable: both sides must see the same importers.
+        os.environ[DIRS_VARIABLE] = os.pathsep.join(
+            filter(None, [os.environ.get(DIRS_VARIABLE), *config.registry_dirs]))
+    registry = Registry.load(check="find")
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_records=config.max_buffered_events, client_id="cdm-spark-events-dispatcher")
+    producer = KafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap_servers, acks="all", retries=5,
+        max_request_size=max(1 << 20, 2 * config.kafka.max_message_bytes))
+    metrics, health = Metrics(), Health()
+    serve(metrics, health, config.metrics_port)
+    return Dispatcher(
+        config, consumer=consumer, producer=producer,
+        cts=CtsClient(config.cts.url, config.cts_token, config.cts.timeout_seconds),
+        store=SpecStore(config.spec_store, s3_client()), registry=registry,
+        launcher=make_launcher(config.launcher), metrics=metrics, health=health)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dispatcher", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file (CSEP_* variables override it)")
+    args = parser.parse_args(argv)
+    try:
+        config = configuration.load(args.config)
+    except configuration.ConfigError as error:
+        print(f"dispatcher: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(config.log_level)
+    dispatcher = build(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _: (log.info("signal %s: shutting down", number),
+                                              dispatcher.stop()))
+    return dispatcher.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

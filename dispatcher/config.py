@@ -1,0 +1,162 @@
+"""The dispatcher's configuration: one YAML file plus ``CSEP_*`` environment overrides.
+
+Every key of the file can be overridden by an environment variable named after its path,
+upper-case, with ``__`` between levels: ``kafka.bootstrap_servers`` is
+``CSEP_KAFKA__BOOTSTRAP_SERVERS``. Values from the environment are parsed as YAML scalars
+or flow collections (``4``, ``true``, ``[A, B]``), so they are typed like the file's.
+
+The CTS admin token is never in the file: it comes from ``CSEP_CTS_TOKEN`` only.
+Credentials for S3 come from boto3's usual chain (``AWS_ACCESS_KEY_ID``...), not from here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import yaml
+
+from common.convert import StructureError, converter, structure
+
+ENV_PREFIX = "CSEP_"
+TOKEN_VARIABLE = "CSEP_CTS_TOKEN"
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message is one line naming the setting."""
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float | int | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen
+class KafkaSettings:
+    bootstrap_servers: str
+    group_id: str = "cdm-spark-events"
+    topic: str = "cts-jobs"
+    dlq_topic: str = "cts-jobs-dlq"
+    #: Larger message values are not parsed: they go to the DLQ as "oversized".
+    max_message_bytes: int = attrs.field(default=65536, validator=_positive)
+
+
+@attrs.frozen
+class CtsSettings:
+    url: str
+    timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+
+
+@attrs.frozen
+class RetrySettings:
+    """Defaults for runner attempts; an importer's YAML may override ``max_attempts``."""
+
+    max_attempts: int = attrs.field(default=3, validator=_positive)
+    max_elapsed_seconds: float = attrs.field(default=6 * 3600.0, validator=_positive)
+    initial_backoff_seconds: float = attrs.field(default=5.0, validator=_positive)
+    max_backoff_seconds: float = attrs.field(default=300.0, validator=_positive)
+    jitter_seconds: float = attrs.field(default=2.0)
+
+
+@attrs.frozen
+class DockerSettings:
+    image: str = "ghcr.io/kbase/cdm-spark-events-runner:latest"
+    network: str | None = None
+    #: Environment variables handed to the container by name (``-e NAME``): their values
+    #: travel through the docker client's environment, never its command line.
+    pass_env: tuple[str, ...] = (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CSEP_S3_ENDPOINT_URL", "CSEP_S3_REGION",
+        "CSEP_SPARK_MASTER", "CSEP_WAREHOUSE_DIR", "CSEP_METASTORE_URL",
+        "CSEP_METASTORE_USER", "CSEP_METASTORE_PASSWORD", "CSEP_IMPORTER_DIRS")
+    extra_args: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class LauncherSettings:
+    """Which launcher starts runners. A new kind adds its own settings field here."""
+
+    kind: Literal["subprocess", "docker"] = "subprocess"
+    docker: DockerSettings = DockerSettings()
+
+
+@attrs.frozen
+class Config:
+    kafka: KafkaSettings
+    cts: CtsSettings
+    #: ``s3://bucket/prefix`` under which specs and results are written.
+    spec_store: str
+    #: Importer directories added to ``CSEP_IMPORTER_DIRS`` (the runners see them too).
+    registry_dirs: tuple[str, ...] = ()
+    retry: RetrySettings = RetrySettings()
+    launcher: LauncherSettings = LauncherSettings()
+    #: Runners at once, across importers (each importer may set a lower limit).
+    max_in_flight: int = attrs.field(default=4, validator=_positive)
+    #: Events held in memory at once (running, waiting for a runner slot or a retry);
+    #: the consumer pauses its partitions when the buffer is full.
+    max_buffered_events: int = attrs.field(default=256, validator=_positive)
+    shutdown_grace_seconds: float = attrs.field(default=60.0, validator=_positive)
+    #: How long the CTS, S3 or Kafka may keep failing before the dispatcher gives up.
+    infrastructure_budget_seconds: float = attrs.field(default=300.0, validator=_positive)
+    metrics_port: int = 9400
+    log_level: str = "INFO"
+    #: Not from the file: ``CSEP_CTS_TOKEN``.
+    cts_token: str = attrs.field(default="", repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.kafka.topic == self.kafka.dlq_topic:
+            raise ValueError(f"kafka.dlq_topic must differ from kafka.topic ({self.kafka.topic!r}): "
+                             "a failing replay would feed itself")
+        if not self.spec_store.startswith("s3://"):
+            raise ValueError(f"spec_store must be an s3:// URI, got {self.spec_store!r}")
+
+
+_converter = converter()
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    sections = {field.name for field in attrs.fields(Config)} - {"cts_token"}
+    for name, raw in environ.items():
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        # Other CSEP_* variables (the runner's CSEP_S3_ENDPOINT_URL...) are not settings.
+        if not name.startswith(ENV_PREFIX) or path[0] not in sections:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{name}: not a valid value: {error}") from error
+        target = data
+        for part in path[:-1]:
+            node = target.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a section")
+            target = node
+        target[path[-1]] = value
+
+
+def load(path: str | Path | None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read the YAML file at ``path`` (optional), apply ``CSEP_*`` overrides, validate.
+
+    Raises :class:`ConfigError` with one line naming the offending setting.
+    """
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"config file {path}: {error}") from error
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    data = dict(data)
+    if "cts_token" in data:
+        raise ConfigError(f"cts_token must not be in a file: set {TOKEN_VARIABLE}")
+    _apply_env(data, environ)
+    data["cts_token"] = environ.get(TOKEN_VARIABLE, "")
+    try:
+        return structure(data, Config, _converter)
+    except StructureError as error:
+        raise ConfigError(f"invalid configuration: {error}") from error
+    except ValueError as error:
+        raise ConfigError(f"invalid configuration: {error}") from error

@@ -1,0 +1,74 @@
+"""CTS job-state messages from Kafka (contracts.md section 1).
+
+A message is UTF-8 JSON ``{"job_id", "state", "time", "trans_id"}``. Fields beyond these
+are ignored (a replayed DLQ message carries ``error_dlq`` and ``error_dlq_trace``; the CTS
+may add fields), missing or mistyped ones make the message malformed.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+
+import attrs
+
+from common.convert import StructureError, converter, structure
+
+
+class JobState(enum.StrEnum):
+    CREATED = "created"
+    DOWNLOAD_SUBMITTED = "download_submitted"
+    JOB_SUBMITTING = "job_submitting"
+    JOB_SUBMITTED = "job_submitted"
+    UPLOAD_SUBMITTING = "upload_submitting"
+    UPLOAD_SUBMITTED = "upload_submitted"
+    COMPLETE = "complete"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+    ERROR_PROCESSING_SUBMITTING = "error_processing_submitting"
+    ERROR_PROCESSING_SUBMITTED = "error_processing_submitted"
+    ERROR = "error"
+
+
+@attrs.frozen
+class CtsEvent:
+    job_id: str
+    state: JobState
+    time: str
+    trans_id: str
+
+    @property
+    def actionable(self) -> bool:
+        """Only a completed job leads to an import."""
+        return self.state is JobState.COMPLETE
+
+
+class MalformedMessage(ValueError):
+    """The message cannot be understood; the message says why, in one line."""
+
+
+_converter = converter(forbid_extra_keys=False)
+
+
+def parse(value: bytes | None, max_bytes: int) -> CtsEvent:
+    """Parse a Kafka record value. Raises :class:`MalformedMessage` with the reason."""
+    if value is None:
+        raise MalformedMessage("message has no value")
+    if len(value) > max_bytes:
+        raise MalformedMessage(f"message is oversized: {len(value)} bytes, limit {max_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedMessage(f"message is not UTF-8: {error}") from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MalformedMessage(f"message is not JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"message must be a JSON object, got {type(data).__name__}")
+    try:
+        return structure(data, CtsEvent, _converter)
+    except StructureError as error:
+        raise MalformedMessage(f"message does not fit the CTS event schema: {error}") from error
+    except ValueError as error:  # an unknown state
+        raise MalformedMessage(f"message does not fit the CTS event schema: {error}") from error

@@ -1,0 +1,69 @@
+"""Retry policies as data (tenacity's stop and wait strategies), evaluated without sleeping.
+
+The dispatcher never sleeps between attempts: it asks the policy how long to wait, parks
+the event, and keeps consuming. The attempt count and the elapsed time come from the
+result files in S3, so they survive restarts and rebalances.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+import tenacity
+from tenacity import stop_after_attempt, stop_after_delay, wait_exponential_jitter
+
+from dispatcher.launchers import RunnerExit
+from runner.result import ExitCode
+
+
+@attrs.frozen
+class RetryPolicy:
+    max_attempts: int
+    max_elapsed_seconds: float
+    initial_backoff_seconds: float
+    max_backoff_seconds: float
+    jitter_seconds: float
+
+    @property
+    def stop(self) -> tenacity.stop.stop_base:
+        return stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_elapsed_seconds)
+
+    @property
+    def wait(self) -> tenacity.wait.wait_base:
+        return wait_exponential_jitter(multiplier=self.initial_backoff_seconds,
+                                       max=self.max_backoff_seconds, jitter=self.jitter_seconds)
+
+    def overridden(self, *, max_attempts: int | None = None) -> RetryPolicy:
+        """This policy with an importer's own settings, where it has them."""
+        return attrs.evolve(self, max_attempts=max_attempts or self.max_attempts)
+
+    def next_delay(self, attempts_made: int, elapsed_seconds: float) -> float | None:
+        """Seconds to wait before the next attempt, or None when the policy is exhausted.
+
+        ``attempts_made`` attempts have failed; the first started ``elapsed_seconds`` ago.
+        """
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+        state.attempt_number = attempts_made
+        state.outcome_timestamp = state.start_time + elapsed_seconds
+        if self.stop(state):
+            return None
+        return self.wait(state)
+
+
+class Verdict(enum.Enum):
+    DONE = "done"
+    FATAL = "fatal"      # straight to the DLQ
+    RETRY = "retry"      # another attempt, if the policy allows
+
+
+_FATAL_CODES = {int(ExitCode.BAD_SPEC), int(ExitCode.BAD_DATA)}
+
+
+def verdict(exit: RunnerExit) -> Verdict:
+    """Exit 0 is done; 64 and 65 are fatal; any other code, a signal or a timeout: retry."""
+    if exit.timed_out or exit.exit_code is None:
+        return Verdict.RETRY
+    if exit.exit_code == ExitCode.OK:
+        return Verdict.DONE
+    return Verdict.FATAL if exit.exit_code in _FATAL_CODES else Verdict.RETRY

@@ -1,0 +1,52 @@
+import pytest
+
+from dispatcher.config import ConfigError, load
+
+FILE = """
+kafka: {bootstrap_servers: "k:9092"}
+cts: {url: "http://cts"}
+spec_store: s3://specs/cse
+"""
+
+
+@pytest.fixture
+def path(tmp_path):
+    file = tmp_path / "dispatcher.yaml"
+    file.write_text(FILE)
+    return file
+
+
+def test_file_defaults_and_environment_overrides(path):
+    config = load(path, {"CSEP_KAFKA__TOPIC": "jobs", "CSEP_MAX_IN_FLIGHT": "8",
+                         "CSEP_LAUNCHER__DOCKER__PASS_ENV": "[A, B]", "CSEP_CTS_TOKEN": "tok",
+                         "CSEP_S3_ENDPOINT_URL": "http://s3"})  # a runner variable: ignored
+    assert config.kafka.topic == "jobs"
+    assert config.kafka.dlq_topic == "cts-jobs-dlq"
+    assert config.max_in_flight == 8
+    assert config.launcher.docker.pass_env == ("A", "B")
+    assert config.cts_token == "tok"
+    assert "tok" not in repr(config)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CSEP_MAX_IN_FLIGHT": "many"}, "max_in_flight: invalid value for type, expected int"),
+    ({"CSEP_MAX_IN_FLIGHT": "0"}, "max_in_flight must be positive"),
+    ({"CSEP_KAFKA__NOPE": "1"}, "kafka: extra fields found (nope)"),
+    ({"CSEP_LAUNCHER__KIND": "ssh"}, "launcher.kind"),
+    ({"CSEP_KAFKA__DLQ_TOPIC": "cts-jobs"}, "dlq_topic must differ"),
+    ({"CSEP_SPEC_STORE": "/tmp/x"}, "spec_store must be an s3:// URI"),
+])
+def test_a_bad_setting_is_one_line_naming_it(path, env, message):
+    with pytest.raises(ConfigError) as error:
+        load(path, env)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_required_settings_and_token_in_file(tmp_path):
+    with pytest.raises(ConfigError, match="kafka: required field missing"):
+        load(None, {"CSEP_CTS__URL": "http://c", "CSEP_SPEC_STORE": "s3://b/p"})
+    file = tmp_path / "c.yaml"
+    file.write_text(FILE + "cts_token: secret\n")
+    with pytest.raises(ConfigError, match="CSEP_CTS_TOKEN"):
+        load(file, {})

@@ -1,0 +1,42 @@
+import pytest
+
+from dispatcher.cts import parse_job
+from dispatcher.errors import EventRejected
+from runner.spec import EventRef, ImporterRef
+
+DOC = {
+    "id": "job1", "user": "alice", "state": "complete",
+    "image": {"name": "ghcr.io/kbasetest/cdm_checkm2", "digest": "sha256:abc", "tag": "0.3.0"},
+    "job_input": {"cluster": "perlmutter", "params": {"args": ["--threads", "4",
+                                                               {"type": "input_files"}]}},
+    "input_file_count": 12, "output_file_count": 1,
+    "outputs": [{"file": "bucket/out/quality_report.tsv", "crc64nvme": "4ekt2WB1KO4="}],
+    "transition_times": [
+        {"state": "created", "time": "2026-01-01T00:00:00Z", "trans_id": "a"},
+        {"state": "complete", "time": "2026-01-01T01:00:00Z", "trans_id": "b"},
+        {"state": "complete", "time": "2026-01-01T02:00:00Z", "trans_id": "c"}],
+    "admin_meta": {},
+}
+IMPORTER = ImporterRef(name="checkm2", py_module="importers.checkm2",
+                       importer_meta={"database": "checkm2"})
+EVENT = EventRef(topic="cts-jobs", partition=0, offset=5, trans_id="c", time="t")
+
+
+def test_job_document_maps_to_the_spec():
+    spec = parse_job(DOC).to_spec(IMPORTER, EVENT)
+    assert spec.job.image == "ghcr.io/kbasetest/cdm_checkm2"
+    assert spec.job.image_digest == "sha256:abc"
+    assert spec.job.completion_time == "2026-01-01T02:00:00Z"  # the last complete
+    assert spec.job.namespace_prefix == "u_alice__"
+    assert spec.job.outputs[0].file == "bucket/out/quality_report.tsv"
+    assert (spec.job.input_file_count, spec.job.output_file_count) == (12, 1)
+    assert spec.args == ("--threads", "4", '{"type": "input_files"}')
+    assert spec.importer == IMPORTER and spec.event == EVENT
+
+
+def test_unusable_documents_are_rejected_naming_the_field():
+    with pytest.raises(EventRejected, match="input_file_count"):
+        parse_job({**DOC, "input_file_count": "12"})
+    never_completed = {**DOC, "transition_times": DOC["transition_times"][:1]}
+    with pytest.raises(EventRejected, match="no 'complete' transition"):
+        parse_job(never_completed).to_spec(IMPORTER, EVENT)

@@ -1,0 +1,28 @@
+"""The dispatcher as a command: what it imports, and how it refuses a bad setting."""
+
+import subprocess
+import sys
+
+from stack.local import subprocess_env
+
+
+def test_the_dispatcher_never_imports_pyspark():
+    code = ("import sys, dispatcher.__main__, dispatcher.loop, registry, runner.store;"
+            "from registry import Registry; Registry.load(check='find');"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'delta')))")
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env({}),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_bad_setting_is_one_line_and_exit_78(tmp_path):
+    config = tmp_path / "dispatcher.yaml"
+    config.write_text("kafka: {bootstrap_servers: 'k:1'}\ncts: {url: 'http://c'}\n"
+                      "spec_store: s3://b/p\n")
+    done = subprocess.run([sys.executable, "-m", "dispatcher", "--config", str(config)],
+                          env=subprocess_env({"CSEP_MAX_IN_FLIGHT": "lots"}),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 78
+    assert done.stderr.strip().splitlines() == [
+        "dispatcher: invalid configuration: max_in_flight: invalid value for type, expected int"]

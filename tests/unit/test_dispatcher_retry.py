@@ -1,0 +1,39 @@
+import pytest
+
+from dispatcher.launchers import RunnerExit
+from dispatcher.retry import RetryPolicy, Verdict, verdict
+
+POLICY = RetryPolicy(max_attempts=3, max_elapsed_seconds=600, initial_backoff_seconds=2,
+                     max_backoff_seconds=10, jitter_seconds=1)
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter():
+    first = POLICY.next_delay(1, 0)
+    second = POLICY.next_delay(2, 0)
+    assert 2 <= first <= 3
+    assert 4 <= second <= 5
+
+
+def test_stops_at_max_attempts_or_max_elapsed():
+    assert POLICY.next_delay(3, 0) is None
+    assert POLICY.next_delay(1, 601) is None
+    assert POLICY.overridden(max_attempts=5).next_delay(4, 0) is not None
+    assert POLICY.overridden(max_attempts=None) == POLICY
+
+
+def test_backoff_is_capped():
+    assert POLICY.overridden(max_attempts=100).next_delay(20, 0) <= 11
+
+
+@pytest.mark.parametrize(("ended", "expected"), [
+    (RunnerExit(0), Verdict.DONE),
+    (RunnerExit(64), Verdict.FATAL),
+    (RunnerExit(65), Verdict.FATAL),
+    (RunnerExit(75), Verdict.RETRY),
+    (RunnerExit(70), Verdict.RETRY),
+    (RunnerExit(1), Verdict.RETRY),
+    (RunnerExit(None, signal=9), Verdict.RETRY),
+    (RunnerExit(None, signal=9, timed_out=True), Verdict.RETRY),
+])
+def test_verdict_follows_the_exit_code_contract(ended, expected):
+    assert verdict(ended) is expected
