@@ -17,7 +17,7 @@ system-packages:
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dispatcher,runner,kubernetes,dev]'
+	$(PY) -m pip install --quiet -e '.[dispatcher,runner,dev]'
 	touch $@
 
 .cache/jars/%/.complete: jvm/pom.xml | $(VENV)/.installed

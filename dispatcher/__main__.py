@@ -29,6 +29,10 @@ def make_launcher(settings: LauncherSettings):
         docker = settings.docker
         return DockerLauncher(docker.image, network=docker.network, pass_env=docker.pass_env,
                               extra_args=docker.extra_args)
+    if settings.kind == "kubernetes":
+        from dispatcher.kubernetes import KubernetesLauncher
+
+        return KubernetesLauncher(settings.kubernetes)
     return SubprocessLauncher()
 
 

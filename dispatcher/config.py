@@ -20,6 +20,7 @@ import attrs
 import yaml
 
 from common.convert import StructureError, converter, structure
+from dispatcher.kubernetes import KubernetesSettings
 
 ENV_PREFIX = "CSEP_"
 TOKEN_VARIABLE = "CSEP_CTS_TOKEN"
@@ -78,8 +79,15 @@ class DockerSettings:
 class LauncherSettings:
     """Which launcher starts runners. A new kind adds its own settings field here."""
 
-    kind: Literal["subprocess", "docker"] = "subprocess"
+    kind: Literal["subprocess", "docker", "kubernetes"] = "subprocess"
     docker: DockerSettings = DockerSettings()
+    #: Required when ``kind`` is ``kubernetes`` (``image`` has no default).
+    kubernetes: KubernetesSettings | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind == "kubernetes" and self.kubernetes is None:
+            raise ValueError("launcher.kubernetes is required when launcher.kind is "
+                             "'kubernetes' (at least launcher.kubernetes.image)")
 
 
 @attrs.frozen

@@ -112,7 +112,7 @@ def test_dispatcher_image_contract():
     # No JVM, no Spark: neither a Java image nor the runner extra.
     assert not re.search(r"java|jdk|jre|temurin|maven", text, re.IGNORECASE)
     installs = [args for keyword, args in final if keyword == "RUN" and "pip install" in args]
-    assert installs == ["pip install '.[dispatcher,kubernetes]' && rm -rf /opt/csep/src"]
+    assert installs == ["pip install '.[dispatcher]' && rm -rf /opt/csep/src"]
     healthchecks = [args for keyword, args in final if keyword == "HEALTHCHECK"]
     assert len(healthchecks) == 1 and "/health" in healthchecks[0]
     # The Docker launcher needs the docker CLI.

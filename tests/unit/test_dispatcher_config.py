@@ -50,3 +50,27 @@ def test_missing_required_settings_and_token_in_file(tmp_path):
     file.write_text(FILE + "cts_token: secret\n")
     with pytest.raises(ConfigError, match="CSEP_CTS_TOKEN"):
         load(file, {})
+
+
+def test_kubernetes_launcher_settings(path):
+    config = load(path, {"CSEP_LAUNCHER__KIND": "kubernetes",
+                         "CSEP_LAUNCHER__KUBERNETES__IMAGE": "registry/runner@sha256:abc",
+                         "CSEP_LAUNCHER__KUBERNETES__CREDENTIALS_SECRET": "csep-creds"})
+    assert config.launcher.kind == "kubernetes"
+    assert config.launcher.kubernetes.image == "registry/runner@sha256:abc"
+    assert config.launcher.kubernetes.credentials_secret == "csep-creds"
+    with pytest.raises(ConfigError, match="launcher.kubernetes is required"):
+        load(path, {"CSEP_LAUNCHER__KIND": "kubernetes"})
+    with pytest.raises(ConfigError, match="must not carry credentials"):
+        load(path, {"CSEP_LAUNCHER__KIND": "kubernetes",
+                    "CSEP_LAUNCHER__KUBERNETES__IMAGE": "r",
+                    "CSEP_LAUNCHER__KUBERNETES__ENV": "{AWS_SECRET_ACCESS_KEY: x}"})
+
+
+def test_the_compose_config_file_is_a_valid_dispatcher_config():
+    from pathlib import Path
+
+    compose_config = Path(__file__).resolve().parents[2] / "deploy" / "dispatcher.compose.yaml"
+    config = load(compose_config, {"CSEP_CTS_TOKEN": "t"})
+    assert config.launcher.kind == "docker"
+    assert "AWS_SECRET_ACCESS_KEY" in config.launcher.docker.pass_env
