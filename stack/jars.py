@@ -24,7 +24,8 @@ DEFAULT_PROFILES = ("kafka", "spark")
 def ensure(profile: str) -> Path:
     """Return the jar directory of ``profile``, resolving it with Maven if needed.
 
-    Raises ``subprocess.CalledProcessError`` when Maven fails (offline, bad pom).
+    Raises ``subprocess.CalledProcessError`` when Maven fails (offline, bad pom, an
+    artifact missing from the repository); Maven's output is in its ``stdout``.
     """
     target = jar_dir(profile)
     marker = target / ".complete"
@@ -35,13 +36,14 @@ def ensure(profile: str) -> Path:
     target.mkdir(parents=True)
     subprocess.run(
         [
-            "mvn", "--batch-mode", "--quiet", "-f", str(POM), "-P", profile,
+            "mvn", "--batch-mode", "--quiet", "-Dstyle.color=never",
+            "-f", str(POM), "-P", profile,
             f"-Dmaven.repo.local={CACHE / 'm2'}",
             "dependency:copy-dependencies",
             "-DincludeScope=runtime",
             f"-DoutputDirectory={target}",
         ],
-        check=True,
+        check=True, capture_output=True, text=True,
     )
     marker.touch()
     return target
@@ -52,7 +54,12 @@ def main(argv: list[str]) -> int:
         if profile not in PROFILES:
             print(f"unknown jar profile {profile!r}; known: {', '.join(PROFILES)}", file=sys.stderr)
             return 2
-        path = ensure(profile)
+        try:
+            path = ensure(profile)
+        except subprocess.CalledProcessError as error:
+            print(f"{profile}: Maven failed (exit {error.returncode}):\n{error.stdout}{error.stderr}",
+                  file=sys.stderr)
+            return 1
         print(f"{profile}: {len(list(path.glob('*.jar')))} jars in {path}")
     return 0
 

@@ -146,9 +146,11 @@ def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
 def _delta_connect_jars() -> tuple[str, ...]:
     try:
         directory = jars.ensure("spark-connect")
-    except subprocess.CalledProcessError:
+    except subprocess.CalledProcessError as error:
+        output = f"{error.stdout or ''}{error.stderr or ''}".splitlines()
+        reason = next((line for line in output if "Could not" in line), output[-1] if output else "")
         log.warning("the Delta Connect plug-in (jar profile spark-connect) could not be "
-                    "resolved from Maven: Spark Connect serves Delta through SQL and the "
-                    "DataFrame API only, not DeltaTable")
+                    "resolved from Maven (%s): Spark Connect serves Delta through SQL and the "
+                    "DataFrame API only, not DeltaTable", reason.strip())
         return ()
     return tuple(sorted(str(p) for p in directory.glob("*.jar")))
