@@ -83,7 +83,7 @@ class Work:
     attempts: int = 0                         # attempts recorded in S3 so far
     attempts_at_launch: int = 0
     first_started: datetime | None = None
-    succeeded_before: bool = False            # the latest recorded attempt succeeded
+    latest: results.RunResult | None = None   # the latest recorded attempt's result
     handle: RunnerHandle | None = None
     started_at: datetime | None = None
     outcome: Outcome | None = None
@@ -218,7 +218,8 @@ class Dispatcher:
         work.importer = entry
         work.policy = self.default_policy.overridden(max_attempts=entry.settings.max_attempts)
         self._count_attempts(work)
-        if work.succeeded_before:  # imported, but the commit was lost (a crash, a rebalance)
+        if work.latest is not None and work.latest.status is results.Status.SUCCEEDED:
+            # Imported, but the commit was lost (a crash, a rebalance).
             return work.conclude(Outcome.IMPORTED)
         self.cts.set_meta(work.event.job_id, cts_api.META_START)
         work.stage = Stage.QUEUED
@@ -292,13 +293,12 @@ class Dispatcher:
             uris = [u for u in self.store.result_uris(work.spec_uri)
                     if since is None or result_ended_at(u) > since]
             work.attempts = len(uris)
-            work.first_started, work.succeeded_before = None, False
+            work.first_started, work.latest = None, None
             if uris:
-                first, latest = (_result_or_none(self.store, uri) for uri in (uris[0], uris[-1]))
+                first = _result_or_none(self.store, uris[0])
+                work.latest = first if len(uris) == 1 else _result_or_none(self.store, uris[-1])
                 if first is not None:
                     work.first_started = datetime.fromisoformat(first.started_at)
-                work.succeeded_before = (latest is not None
-                                         and latest.status is results.Status.SUCCEEDED)
 
     def _record_attempt(self, work: Work, exit: RunnerExit) -> str:
         """Make sure the attempt has its result file; return the result's message."""
@@ -308,10 +308,9 @@ class Dispatcher:
         self.metrics.runner_seconds.labels(work.importer.name, status.value).observe(
             (datetime.now(timezone.utc) - work.started_at).total_seconds())
         if work.attempts > before:
-            with s3_failures("reading the result"):
-                latest = results.from_yaml(self.store.read_text(
-                    self.store.result_uris(work.spec_uri)[-1]))
-            return latest.message or latest.status.value
+            if work.latest is None:
+                return "the runner's result file is unreadable"
+            return work.latest.message or work.latest.status.value
         # Killed, timed out or crashed before writing: the dispatcher writes the result.
         message = ("timed out after %ss and killed" % work.importer.settings.timeout_seconds
                    if exit.timed_out else f"runner ended without a result ({status.value})")
@@ -466,6 +465,4 @@ def _status(exit: RunnerExit) -> results.Status:
         return results.Status.TIMED_OUT
     if exit.exit_code is None:
         return results.Status.KILLED
-    return {0: results.Status.SUCCEEDED, 64: results.Status.BAD_SPEC,
-            65: results.Status.BAD_DATA, 75: results.Status.TEMPORARY_FAILURE,
-            }.get(exit.exit_code, results.Status.FAILED)
+    return results.status_for_exit_code(exit.exit_code)

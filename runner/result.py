@@ -39,6 +39,15 @@ class Status(enum.StrEnum):
     TIMED_OUT = "timed_out"  # written by the dispatcher: killed after the importer's timeout
 
 
+_STATUS_OF_EXIT = {ExitCode.OK: Status.SUCCEEDED, ExitCode.BAD_SPEC: Status.BAD_SPEC,
+                   ExitCode.BAD_DATA: Status.BAD_DATA, ExitCode.TEMPORARY: Status.TEMPORARY_FAILURE}
+
+
+def status_for_exit_code(code: int) -> Status:
+    """The status a runner exit code stands for; an unknown code is a failure."""
+    return _STATUS_OF_EXIT.get(code, Status.FAILED)
+
+
 @attrs.frozen
 class DeltaCommit:
     """One Delta commit the import made: table, version, operation and its metrics."""

@@ -76,3 +76,12 @@ def test_s3_errors_are_missing_or_temporary():
                       TemporaryFailure)
     assert isinstance(s3_failure(ConnectionError("refused"), "output x", BadDataError),
                       TemporaryFailure)
+
+
+def test_exit_codes_map_to_the_statuses_the_runner_writes():
+    from runner.result import ExitCode, Status, status_for_exit_code
+
+    assert [status_for_exit_code(code) for code in (0, 64, 65, 75, 70, 1, 137)] == [
+        Status.SUCCEEDED, Status.BAD_SPEC, Status.BAD_DATA, Status.TEMPORARY_FAILURE,
+        Status.FAILED, Status.FAILED, Status.FAILED]
+    assert status_for_exit_code(ExitCode.BAD_DATA) is Status.BAD_DATA
