@@ -18,6 +18,12 @@ class StructureError(ValueError):
     """Input that does not fit its schema; the message names every bad field."""
 
 
+def positive(instance: Any, attribute: Any, value: float | int | None) -> None:
+    """attrs validator: ``value`` is None or greater than zero."""
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
 def _strict(kind: type, *, allow: tuple[type, ...] = ()) -> Any:
     accepted = (kind, *allow)
 

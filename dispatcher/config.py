@@ -19,7 +19,7 @@ from typing import Any, Literal
 import attrs
 import yaml
 
-from common.convert import StructureError, converter, structure
+from common.convert import StructureError, converter, positive, structure
 from dispatcher.kubernetes import KubernetesSettings
 
 ENV_PREFIX = "CSEP_"
@@ -30,11 +30,6 @@ class ConfigError(ValueError):
     """The configuration is unusable; the message is one line naming the setting."""
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float | int | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
 @attrs.frozen
 class KafkaSettings:
     bootstrap_servers: str
@@ -42,23 +37,23 @@ class KafkaSettings:
     topic: str = "cts-jobs"
     dlq_topic: str = "cts-jobs-dlq"
     #: Larger message values are not parsed: they go to the DLQ as "oversized".
-    max_message_bytes: int = attrs.field(default=65536, validator=_positive)
+    max_message_bytes: int = attrs.field(default=65536, validator=positive)
 
 
 @attrs.frozen
 class CtsSettings:
     url: str
-    timeout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    timeout_seconds: float = attrs.field(default=10.0, validator=positive)
 
 
 @attrs.frozen
 class RetrySettings:
     """Defaults for runner attempts; an importer's YAML may override ``max_attempts``."""
 
-    max_attempts: int = attrs.field(default=3, validator=_positive)
-    max_elapsed_seconds: float = attrs.field(default=6 * 3600.0, validator=_positive)
-    initial_backoff_seconds: float = attrs.field(default=5.0, validator=_positive)
-    max_backoff_seconds: float = attrs.field(default=300.0, validator=_positive)
+    max_attempts: int = attrs.field(default=3, validator=positive)
+    max_elapsed_seconds: float = attrs.field(default=6 * 3600.0, validator=positive)
+    initial_backoff_seconds: float = attrs.field(default=5.0, validator=positive)
+    max_backoff_seconds: float = attrs.field(default=300.0, validator=positive)
     jitter_seconds: float = attrs.field(default=2.0)
 
 
@@ -101,13 +96,13 @@ class Config:
     retry: RetrySettings = RetrySettings()
     launcher: LauncherSettings = LauncherSettings()
     #: Runners at once, across importers (each importer may set a lower limit).
-    max_in_flight: int = attrs.field(default=4, validator=_positive)
+    max_in_flight: int = attrs.field(default=4, validator=positive)
     #: Events held in memory at once (running, waiting for a runner slot or a retry);
     #: the consumer pauses its partitions when the buffer is full.
-    max_buffered_events: int = attrs.field(default=256, validator=_positive)
-    shutdown_grace_seconds: float = attrs.field(default=60.0, validator=_positive)
+    max_buffered_events: int = attrs.field(default=256, validator=positive)
+    shutdown_grace_seconds: float = attrs.field(default=60.0, validator=positive)
     #: How long the CTS, S3 or Kafka may keep failing before the dispatcher gives up.
-    infrastructure_budget_seconds: float = attrs.field(default=300.0, validator=_positive)
+    infrastructure_budget_seconds: float = attrs.field(default=300.0, validator=positive)
     metrics_port: int = 9400
     log_level: str = "INFO"
     #: Not from the file: ``CSEP_CTS_TOKEN``.

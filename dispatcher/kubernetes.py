@@ -37,6 +37,7 @@ import attrs
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from common.credentials import is_credential_name
 from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,11 @@ _STUCK_REASONS = frozenset({
 _LOG_TAIL_LINES = 40
 
 
-_CREDENTIAL_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
 
 
 def _no_credentials(instance: object, attribute: attrs.Attribute, env: dict[str, str]) -> None:
     # The manifest is visible to anyone who can read Jobs; credentials belong in the Secret.
-    leaked = sorted(name for name in env if _CREDENTIAL_NAME.search(name))
+    leaked = sorted(name for name in env if is_credential_name(name))
     if leaked:
         raise ValueError(f"kubernetes.env must not carry credentials ({', '.join(leaked)}): "
                          "put them in the Secret named by credentials_secret")

@@ -8,7 +8,6 @@ so it can keep consuming Kafka while runners work.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -20,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
+
+from common.process import die_with_parent
 
 
 @attrs.frozen
@@ -64,14 +65,7 @@ class LaunchError(RuntimeError):
 
 # -- implementations ------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
 _TAIL_BYTES = 8192
-
-
-def _die_with_dispatcher() -> None:
-    # A runner orphaned by a killed dispatcher would import an event that the next
-    # dispatcher redoes anyway; the kernel ends it with its parent instead.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ProcessHandle:
@@ -89,7 +83,8 @@ class ProcessHandle:
             self._process = subprocess.Popen(
                 list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=self._output,
                 stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_dispatcher)
+                # An orphaned runner would import an event the next dispatcher redoes.
+                preexec_fn=die_with_parent)
         except OSError as error:
             self._output.close()
             raise LaunchError(f"cannot start {argv[0]!r}: {error}") from error

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import attrs
 import yaml
 
-from common.convert import StructureError, converter, structure
+from common.convert import StructureError, converter, positive, structure
 from registry.images import image_name, name_problem
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "importers"
@@ -51,19 +51,14 @@ class RegistryError(ValueError):
         self.problems = problems
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
-
-
 @attrs.frozen
 class ImporterSettings:
     """How the dispatcher runs this importer; None means the dispatcher's default."""
 
-    timeout_seconds: float | None = attrs.field(default=None, validator=_positive)
-    max_attempts: int | None = attrs.field(default=None, validator=_positive)
-    max_concurrent: int | None = attrs.field(default=None, validator=_positive)
-    executor_cores: int = attrs.field(default=1, validator=_positive)
+    timeout_seconds: float | None = attrs.field(default=None, validator=positive)
+    max_attempts: int | None = attrs.field(default=None, validator=positive)
+    max_concurrent: int | None = attrs.field(default=None, validator=positive)
+    executor_cores: int = attrs.field(default=1, validator=positive)
 
 
 @attrs.frozen

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import re
 import sys
 import traceback
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from common.credentials import is_credential_name
 from common.s3 import s3_client
 from registry import Registry, RegistryError
 from runner import logs
@@ -30,7 +30,6 @@ from runner.spark import SparkSettings, spark_factory
 from runner.spec import JobSpec, SpecError, from_yaml
 
 _TRACEBACK_LIMIT = 20_000
-_SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|CREDENTIAL|PRIVATE", re.IGNORECASE)
 
 
 def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ) -> RunResult:
@@ -113,7 +112,7 @@ def _registered_meta(spec: JobSpec, environ: Mapping[str, str]) -> dict:
 
 
 def _redactor(environ: Mapping[str, str]):
-    secrets = sorted((v for k, v in environ.items() if _SECRET_NAME.search(k) and len(v) >= 6),
+    secrets = sorted((v for k, v in environ.items() if is_credential_name(k) and len(v) >= 6),
                      key=len, reverse=True)
 
     def redact(text: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -11,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
+from common.process import die_with_parent
 
 
 def free_ports(count: int) -> list[int]:
@@ -35,8 +34,7 @@ def _die_with_parent(uid: int | None, gid: int | None) -> Callable[[], None]:
             os.setgid(gid)
         if uid is not None:
             os.setuid(uid)
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent()
 
     return preexec
 
