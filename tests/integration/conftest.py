@@ -1,5 +1,15 @@
 import pytest
 
+from tests.integration.dispatcher_lane import Lane
+
+
+@pytest.fixture
+def lane(stack, tmp_path):
+    """A dispatcher with its own topics, group and spec prefix on the shared stack."""
+    lane = Lane(stack, tmp_path)
+    yield lane
+    lane.close()
+
 
 def pytest_collection_modifyitems(items):
     for item in items:

@@ -19,13 +19,6 @@ def lane2(stack, tmp_path):
     lane.close()
 
 
-@pytest.fixture
-def lane(stack, tmp_path):
-    lane = Lane(stack, tmp_path)
-    yield lane
-    lane.close()
-
-
 def test_a_slow_import_holds_only_its_own_commit_point(lane2):
     lane = lane2
     slow = "sleep-45-slow"

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
-import pytest
-
-from tests.integration.dispatcher_lane import Lane, event, headers, wait_until
+from tests.integration.dispatcher_lane import event, headers, wait_until
 
 
 def cts_failures(dispatcher) -> float:
@@ -16,13 +14,6 @@ def cts_failures(dispatcher) -> float:
         if line.startswith('csep_infrastructure_failures_total{service="cts"}'):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-@pytest.fixture
-def lane(stack, tmp_path):
-    lane = Lane(stack, tmp_path)
-    yield lane
-    lane.close()
 
 
 def test_poison_messages_reach_the_dlq_with_reason_and_headers_and_the_loop_goes_on(lane):
