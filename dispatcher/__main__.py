@@ -46,7 +46,7 @@ def build(config: Config):
     from dispatcher.metrics import Health, Metrics, serve
     from registry import Registry
     from registry.registry import DIRS_VARIABLE
-    from runner.store import SpecStore
+    from contract.store import SpecStore
 
     if config.registry_dirs:
         # The runners read the same variable: both sides must see the same importers.

@@ -17,7 +17,7 @@ import requests
 
 from common.convert import StructureError, converter, structure
 from dispatcher.errors import EventRejected, InfrastructureError
-from runner.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix
+from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix
 
 NO_SUCH_JOB = 40040
 META_START = "cse_event_processing_start"

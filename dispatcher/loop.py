@@ -37,9 +37,9 @@ from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit, RunnerH
 from dispatcher.metrics import Health, Metrics
 from dispatcher.offsets import OffsetTracker
 from dispatcher.retry import RetryPolicy, Verdict, verdict
-from runner import result as results
-from runner.spec import EventRef, ImporterRef
-from runner.store import result_ended_at
+from contract import result as results
+from contract.spec import EventRef, ImporterRef
+from contract.store import result_ended_at
 
 log = logging.getLogger("dispatcher")
 

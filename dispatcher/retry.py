@@ -14,7 +14,7 @@ import tenacity
 from tenacity import stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from dispatcher.launchers import RunnerExit
-from runner.result import ExitCode
+from contract.result import ExitCode
 
 
 @attrs.frozen

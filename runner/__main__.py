@@ -16,7 +16,7 @@ from runner import logs
 from runner.attempt import run_attempt
 from runner.locations import open_location
 from runner.logs import log
-from runner.result import ExitCode
+from contract.result import ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,9 @@ from runner.commits import MarkedSpark
 from runner.errors import BadSpecError, RunnerError
 from runner.locations import SpecLocation
 from runner.logs import log
-from runner.result import DeltaCommit, ExitCode, RunResult, Status
+from contract.result import DeltaCommit, ExitCode, RunResult, Status
 from runner.spark import SparkSettings, spark_factory
-from runner.spec import JobSpec, SpecError, from_yaml
+from contract.spec import JobSpec, SpecError, from_yaml
 
 _TRACEBACK_LIMIT = 20_000
 

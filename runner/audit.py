@@ -22,9 +22,9 @@ import attrs
 
 from common.s3 import S3Uri, s3_client
 from registry.images import image_name
-from runner.result import Status
-from runner.spec import SpecError
-from runner.store import SpecStore
+from contract.result import Status
+from contract.spec import SpecError
+from contract.store import SpecStore
 
 PENDING = "pending"
 

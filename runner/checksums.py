@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runner.errors import BadDataError, BadSpecError, s3_failure
-from runner.spec import Output
+from contract.spec import Output
 
 
 def verify_outputs(client, outputs: Iterable[Output]) -> None:

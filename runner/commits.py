@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from runner.logs import log
-from runner.result import DeltaCommit
+from contract.result import DeltaCommit
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -5,7 +5,7 @@ Importing this module (or ``runner``) does not import pyspark.
 
 from __future__ import annotations
 
-from runner.result import ExitCode, Status
+from contract.result import ExitCode, Status
 
 
 class RunnerError(Exception):

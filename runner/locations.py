@@ -18,8 +18,8 @@ from typing import Protocol
 
 from common.s3 import S3Uri, s3_client
 from runner.errors import BadSpecError, s3_failure
-from runner.result import RunResult, to_yaml
-from runner.store import SpecStore, result_name
+from contract.result import RunResult, to_yaml
+from contract.store import SpecStore, result_name
 
 
 class SpecLocation(Protocol):

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from runner.spec import namespace_prefix
-from runner.store import SpecStore
+from contract.spec import namespace_prefix
+from contract.store import SpecStore
 from stack import samples
 from stack.dispatching import DispatcherProcess, dispatcher_config
 from stack.local import LocalStack

@@ -11,7 +11,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from runner.store import SpecStore
+from contract.store import SpecStore
 from stack.dispatching import DispatcherProcess, dispatcher_config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dispatcher_importers"

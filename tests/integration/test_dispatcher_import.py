@@ -9,7 +9,7 @@ import urllib.request
 
 from deltalake import DeltaTable
 
-from runner.spec import namespace_prefix
+from contract.spec import namespace_prefix
 from stack import samples
 from tests.integration.dispatcher_lane import Lane, event, wait_until
 

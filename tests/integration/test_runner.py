@@ -19,9 +19,9 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from runner import result as results
-from runner.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix, to_yaml
-from runner.store import SpecStore
+from contract import result as results
+from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix, to_yaml
+from contract.store import SpecStore
 from tests.conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[2]

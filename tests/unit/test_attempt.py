@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from runner.attempt import _redactor, run_attempt
 from runner.locations import FileLocation
-from runner.result import Status
-from runner.spec import EventRef, ImporterRef, JobInfo, JobSpec, to_yaml
+from contract.result import Status
+from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, to_yaml
 
 ENV = {"CSEP_IMPORTER_DIRS": "", "CSEP_SPARK_MASTER": "no-such-master://never"}
 

@@ -2,7 +2,7 @@ import pytest
 
 from dispatcher.cts import parse_job
 from dispatcher.errors import EventRejected
-from runner.spec import EventRef, ImporterRef
+from contract.spec import EventRef, ImporterRef
 
 DOC = {
     "id": "job1", "user": "alice", "state": "complete",

@@ -6,10 +6,11 @@ import sys
 from stack.local import subprocess_env
 
 
-def test_the_dispatcher_never_imports_pyspark():
-    code = ("import sys, dispatcher.__main__, dispatcher.loop, registry, runner.store;"
+def test_the_dispatcher_never_imports_pyspark_nor_the_runner():
+    code = ("import sys, dispatcher.__main__, dispatcher.loop, registry, contract.store;"
             "from registry import Registry; Registry.load(check='find');"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'delta')))")
+            "print(sorted(m for m in sys.modules"
+            " if m.split('.')[0] in ('pyspark', 'delta', 'runner')))")
     done = subprocess.run([sys.executable, "-c", code], env=subprocess_env({}),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

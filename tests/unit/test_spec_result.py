@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from runner import result as results
-from runner import spec as specs
+from contract import result as results
+from contract import spec as specs
 from runner.errors import BadDataError, BadSpecError, TemporaryFailure, s3_failure
-from runner.result import DeltaCommit, ExitCode, RunResult, Status
+from contract.result import DeltaCommit, ExitCode, RunResult, Status
 
 SPEC = specs.JobSpec(
     job=specs.JobInfo(id="j1", outputs=(specs.Output("b/k/quality_report.tsv", "4ekt2WB1KO4="),),
@@ -79,7 +79,7 @@ def test_s3_errors_are_missing_or_temporary():
 
 
 def test_exit_codes_map_to_the_statuses_the_runner_writes():
-    from runner.result import ExitCode, Status, status_for_exit_code
+    from contract.result import ExitCode, Status, status_for_exit_code
 
     assert [status_for_exit_code(code) for code in (0, 64, 65, 75, 70, 1, 137)] == [
         Status.SUCCEEDED, Status.BAD_SPEC, Status.BAD_DATA, Status.TEMPORARY_FAILURE,

@@ -16,8 +16,8 @@ import urllib.parse
 from datetime import datetime, timezone
 
 from common.s3 import S3Uri
-from runner import result as results
-from runner import spec as specs
+from contract import result as results
+from contract import spec as specs
 
 SPEC_NAME = "spec.yaml"
 RESULT_PREFIX = "result-"
@@ -69,7 +69,7 @@ class SpecStore:
         return uri
 
     def get_spec(self, uri: str) -> specs.JobSpec:
-        """Read a spec. Raises :class:`runner.spec.SpecError` if it is not a valid spec."""
+        """Read a spec. Raises :class:`contract.spec.SpecError` if it is not a valid spec."""
         return specs.from_yaml(self.read_text(uri))
 
     def put_result(self, result: results.RunResult) -> str:
