@@ -8,6 +8,7 @@ it does not coerce: ``1`` is not a string, ``"3"`` and ``True`` are not integers
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
 import cattrs
@@ -37,6 +38,21 @@ def _strict(kind: type, *, allow: tuple[type, ...] = ()) -> Any:
     return structure
 
 
+def _datetime(value: Any, _: type) -> datetime:
+    # ISO 8601 text (JSON, quoted YAML) or a YAML timestamp; a time without a zone is
+    # ambiguous across hosts, so it is refused rather than guessed.
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"expected an ISO 8601 time, got {value[:40]!r}") from None
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected an ISO 8601 time, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("expected a time with a UTC offset (e.g. +00:00 or Z)")
+    return value
+
+
 def converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     """A converter that refuses unknown keys (by default) and mistyped scalars."""
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
@@ -48,11 +64,16 @@ def converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     # Plain values in YAML/JSON (str/int enums would otherwise pass through as members).
     for kind in (enum.Enum, enum.StrEnum, enum.IntEnum):
         conv.register_unstructure_hook(kind, lambda member: member.value)
+    # Times cross every boundary as ISO 8601 text and are datetime values inside.
+    conv.register_structure_hook(datetime, _datetime)
+    conv.register_unstructure_hook(datetime, lambda value: value.isoformat())
     return conv
 
 
 def _format(error: BaseException, kind: type | None) -> str:
     # A validator's ValueError says what was wrong; cattrs' default drops its text.
+    if kind is datetime and str(error):
+        return str(error)
     if kind is None and type(error) is ValueError and str(error):
         return f"invalid value ({error})"
     return cattrs.v.format_exception(error, kind)

@@ -2,13 +2,15 @@
 
 Every attempt ends with exactly one result file: the runner writes it, or, when the
 runner was killed or timed out before it could, the dispatcher writes it on its behalf.
-The number of result files of a spec is therefore its number of attempts, which survives
-dispatcher restarts and rebalances.
+The result files of a spec are therefore its attempts, which survives dispatcher restarts
+and rebalances; those with status ``infrastructure_failure`` are kept for the audit but
+do not count against ``max_attempts`` (the event was not at fault).
 """
 
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -25,6 +27,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     BAD_SPEC = 64       # EX_USAGE: the spec is unusable; do not retry
     BAD_DATA = 65       # EX_DATAERR: the data cannot be imported; do not retry
+    UNAVAILABLE = 69    # EX_UNAVAILABLE: a service the runner needs (S3, the metastore,
+                        # Spark) could not be reached: retry, without spending an attempt
     FAILURE = 70        # EX_SOFTWARE: the importer failed; may be retried
     TEMPORARY = 75      # EX_TEMPFAIL: a temporary failure; retry
 
@@ -35,12 +39,22 @@ class Status(enum.StrEnum):
     BAD_DATA = "bad_data"
     TEMPORARY_FAILURE = "temporary_failure"
     FAILED = "failed"
+    #: A service was unreachable (``service`` names it): recorded, but not counted
+    #: against the importer's ``max_attempts``.
+    INFRASTRUCTURE = "infrastructure_failure"
     KILLED = "killed"        # written by the dispatcher: the runner died by a signal
     TIMED_OUT = "timed_out"  # written by the dispatcher: killed after the importer's timeout
 
 
 _STATUS_OF_EXIT = {ExitCode.OK: Status.SUCCEEDED, ExitCode.BAD_SPEC: Status.BAD_SPEC,
-                   ExitCode.BAD_DATA: Status.BAD_DATA, ExitCode.TEMPORARY: Status.TEMPORARY_FAILURE}
+                   ExitCode.BAD_DATA: Status.BAD_DATA, ExitCode.TEMPORARY: Status.TEMPORARY_FAILURE,
+                   ExitCode.UNAVAILABLE: Status.INFRASTRUCTURE}
+
+
+def counts_as_attempt(result: RunResult | None) -> bool:
+    """Whether a recorded attempt spends one of the event's ``max_attempts``; an
+    unreadable result file (None) does."""
+    return result is None or result.status is not Status.INFRASTRUCTURE
 
 
 def status_for_exit_code(code: int) -> Status:
@@ -64,13 +78,16 @@ class RunResult:
     job_id: str
     status: Status
     exit_code: int
-    started_at: str
-    ended_at: str
+    started_at: datetime
+    ended_at: datetime
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
     delta_commits: tuple[DeltaCommit, ...] = ()
     written_by: str = "runner"
+    #: With status ``infrastructure_failure``: which service (s3, metastore, spark,
+    #: docker, kubernetes, launcher).
+    service: str | None = None
     version: int = RESULT_VERSION
 
 

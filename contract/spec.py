@@ -10,6 +10,7 @@ The ``job`` part is seed 001's job-info structure plus ``user`` and ``namespace_
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -50,7 +51,7 @@ class JobInfo:
     image_digest: str
     input_file_count: int
     output_file_count: int
-    completion_time: str
+    completion_time: datetime
     user: str
     namespace_prefix: str
 
@@ -63,7 +64,8 @@ class JobInfo:
             "image_digest": self.image_digest,
             "input_file_count": self.input_file_count,
             "output_file_count": self.output_file_count,
-            "completion_time": self.completion_time,
+            # seed 001: an ISO 8601 string
+            "completion_time": self.completion_time.isoformat(),
             "user": self.user,
             "namespace_prefix": self.namespace_prefix,
         }
@@ -87,7 +89,7 @@ class EventRef:
     partition: int
     offset: int
     trans_id: str
-    time: str
+    time: datetime
     source: str = "cts"
 
 

@@ -34,7 +34,7 @@ _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 def result_name(result: results.RunResult) -> str:
     """A new, time-ordered file name for ``result`` (the same layout for local specs)."""
-    stamp = datetime.fromisoformat(result.ended_at).strftime(_STAMP)
+    stamp = result.ended_at.astimezone(timezone.utc).strftime(_STAMP)
     return f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
 
 

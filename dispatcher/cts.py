@@ -100,7 +100,7 @@ class _JobInput:
 @attrs.frozen
 class _Transition:
     state: str
-    time: str
+    time: datetime
 
 
 @attrs.frozen
@@ -115,7 +115,7 @@ class CtsJob:
     job_input: _JobInput = _JobInput()
 
     @property
-    def completion_time(self) -> str | None:
+    def completion_time(self) -> datetime | None:
         """The time of the last ``complete`` transition (a job may be re-completed)."""
         times = [t.time for t in self.transition_times if t.state == "complete"]
         return times[-1] if times else None

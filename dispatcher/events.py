@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+from datetime import datetime
 
 import attrs
 
@@ -34,7 +35,7 @@ class JobState(enum.StrEnum):
 class CtsEvent:
     job_id: str
     state: JobState
-    time: str
+    time: datetime
     trans_id: str
 
     @property

@@ -37,12 +37,18 @@ class LaunchRequest:
 
 @attrs.frozen
 class RunnerExit:
-    """How a runner ended. ``exit_code`` is None when it died by a signal or was killed."""
+    """How a runner ended. ``exit_code`` is None when it died by a signal or was killed.
+
+    ``infrastructure`` names the service (``docker``, ``kubernetes``...) when the runner
+    never really ran because of it: an image that cannot be pulled, a daemon that refused,
+    a pod that cannot be scheduled. Such an exit does not spend one of the event's attempts.
+    """
 
     exit_code: int | None
     signal: int | None = None
     timed_out: bool = False
     stderr_tail: str = ""
+    infrastructure: str | None = None
 
 
 class RunnerHandle(Protocol):

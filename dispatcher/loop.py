@@ -298,7 +298,7 @@ class Dispatcher:
                 first = _result_or_none(self.store, uris[0])
                 work.latest = first if len(uris) == 1 else _result_or_none(self.store, uris[-1])
                 if first is not None:
-                    work.first_started = datetime.fromisoformat(first.started_at)
+                    work.first_started = first.started_at
 
     def _record_attempt(self, work: Work, exit: RunnerExit) -> str:
         """Make sure the attempt has its result file; return the result's message."""
@@ -318,8 +318,7 @@ class Dispatcher:
             self.store.put_result(results.RunResult(
                 spec_uri=work.spec_uri, job_id=work.event.job_id, status=status,
                 exit_code=exit.exit_code if exit.exit_code is not None else 128 + (exit.signal or 9),
-                started_at=work.started_at.isoformat(),
-                ended_at=datetime.now(timezone.utc).isoformat(),
+                started_at=work.started_at, ended_at=datetime.now(timezone.utc),
                 error_type="Timeout" if exit.timed_out else None, message=message,
                 traceback=exit.stderr_tail or None, written_by="dispatcher"))
         work.attempts = before + 1

@@ -58,7 +58,8 @@ def summaries(store: SpecStore, job_id: str | None = None, image: str | None = N
         last = attempts[-1] if attempts else None
         summary = SpecSummary(uri, job, spec_image, len(attempts),
                               last.status.value if last else PENDING,
-                              last.exit_code if last else None, last.ended_at if last else None)
+                              last.exit_code if last else None,
+                              last.ended_at.isoformat() if last else None)
         if status and summary.status != status:
             continue
         yield summary

@@ -7,6 +7,7 @@ change their exit code.
 """
 
 from __future__ import annotations
+from datetime import datetime
 
 import json
 import os
@@ -138,11 +139,11 @@ def make_spec(job_id: str, image: str, importer: str, py_module: str,
         job=JobInfo(id=job_id, outputs=tuple(outputs), image=image,
                     image_digest="sha256:" + "ab" * 32, input_file_count=1,
                     output_file_count=len(outputs),
-                    completion_time="2026-11-20T10:15:00.123000+00:00", user=USER,
+                    completion_time=datetime.fromisoformat("2026-11-20T10:15:00.123000+00:00"), user=USER,
                     namespace_prefix=namespace_prefix(USER)),
         importer=ImporterRef(name=importer, py_module=py_module, importer_meta=meta or {}),
         event=EventRef(topic="cts-jobs", partition=0, offset=7, trans_id=f"t-{job_id}",
-                       time="2026-11-20T10:15:00.123000+00:00"),
+                       time=datetime.fromisoformat("2026-11-20T10:15:00.123000+00:00")),
         args=("--threads", "4"))
 
 

@@ -1,3 +1,4 @@
+from datetime import datetime
 import pytest
 
 from dispatcher.cts import parse_job
@@ -19,14 +20,14 @@ DOC = {
 }
 IMPORTER = ImporterRef(name="checkm2", py_module="importers.checkm2",
                        importer_meta={"database": "checkm2"})
-EVENT = EventRef(topic="cts-jobs", partition=0, offset=5, trans_id="c", time="t")
+EVENT = EventRef(topic="cts-jobs", partition=0, offset=5, trans_id="c", time=datetime.fromisoformat("2026-11-20T10:15:00+00:00"))
 
 
 def test_job_document_maps_to_the_spec():
     spec = parse_job(DOC).to_spec(IMPORTER, EVENT)
     assert spec.job.image == "ghcr.io/kbasetest/cdm_checkm2"
     assert spec.job.image_digest == "sha256:abc"
-    assert spec.job.completion_time == "2026-01-01T02:00:00Z"  # the last complete
+    assert spec.job.completion_time == datetime.fromisoformat("2026-01-01T02:00:00Z")  # the last
     assert spec.job.namespace_prefix == "u_alice__"
     assert spec.job.outputs[0].file == "bucket/out/quality_report.tsv"
     assert (spec.job.input_file_count, spec.job.output_file_count) == (12, 1)

@@ -1,6 +1,7 @@
 """Spec and result YAML round trips, and what the runner refuses before any work."""
 
 from __future__ import annotations
+from datetime import datetime
 
 import pytest
 
@@ -13,12 +14,12 @@ SPEC = specs.JobSpec(
     job=specs.JobInfo(id="j1", outputs=(specs.Output("b/k/quality_report.tsv", "4ekt2WB1KO4="),),
                       image="ghcr.io/kbasetest/cdm_checkm2", image_digest="sha256:ab",
                       input_file_count=2, output_file_count=1,
-                      completion_time="2026-11-20T10:15:00.123+00:00", user="alice",
+                      completion_time=datetime.fromisoformat("2026-11-20T10:15:00.123+00:00"), user="alice",
                       namespace_prefix=specs.namespace_prefix("alice")),
     importer=specs.ImporterRef(name="checkm2", py_module="importers.checkm2",
                                importer_meta={"database": "checkm2", "table": "q"}),
     event=specs.EventRef(topic="cts-jobs", partition=1, offset=42, trans_id="t1",
-                         time="2026-11-20T10:15:00.123+00:00"),
+                         time=datetime.fromisoformat("2026-11-20T10:15:00.123+00:00")),
     args=("--threads", "4"))
 
 
@@ -31,14 +32,14 @@ def test_the_importer_receives_seed_001_job_info_plus_user():
         "id": "j1", "outputs": [{"file": "b/k/quality_report.tsv", "crc64nvme": "4ekt2WB1KO4="}],
         "image": "ghcr.io/kbasetest/cdm_checkm2", "image_digest": "sha256:ab",
         "input_file_count": 2, "output_file_count": 1,
-        "completion_time": "2026-11-20T10:15:00.123+00:00", "user": "alice",
+        "completion_time": "2026-11-20T10:15:00.123000+00:00", "user": "alice",
         "namespace_prefix": "u_alice__"}
 
 
 def test_a_result_survives_yaml():
     result = RunResult(spec_uri="s3://b/p/j1/t1/spec.yaml", job_id="j1", status=Status.SUCCEEDED,
-                       exit_code=0, started_at="2026-11-20T10:15:00+00:00",
-                       ended_at="2026-11-20T10:16:00+00:00",
+                       exit_code=0, started_at=datetime.fromisoformat("2026-11-20T10:15:00+00:00"),
+                       ended_at=datetime.fromisoformat("2026-11-20T10:16:00+00:00"),
                        delta_commits=(DeltaCommit("u_alice__checkm2.q", 3, "MERGE",
                                                   {"numTargetRowsInserted": "2"}),))
     text = results.to_yaml(result)
