@@ -74,7 +74,7 @@ def _format(error: BaseException, kind: type | None) -> str:
     # A validator's ValueError says what was wrong; cattrs' default drops its text.
     if kind is datetime and str(error):
         return str(error)
-    if kind is None and type(error) is ValueError and str(error):
+    if kind is None and isinstance(error, ValueError) and str(error):
         return f"invalid value ({error})"
     return cattrs.v.format_exception(error, kind)
 
@@ -87,8 +87,12 @@ def describe(error: Exception) -> str:
         parts = []
         for message in cattrs.transform_error(error, path="$", format_exception=_format):
             text, _, path = message.rpartition(" @ ")
-            path = path.removeprefix("$").lstrip(".") or "(top level)"
-            parts.append(f"{path}: {text}")
+            path = path.removeprefix("$").lstrip(".")
+            if not path and text.startswith("invalid value (") and text.endswith(")"):
+                # A class-level validator names its field itself.
+                parts.append(text[len("invalid value ("):-1])
+            else:
+                parts.append(f"{path or '(top level)'}: {text}")
         return "; ".join(parts)
     return str(error)
 

@@ -31,8 +31,12 @@ class S3Uri:
         return S3Uri(self.bucket, self.key.rsplit("/", 1)[0] + "/" + name)
 
 
-def s3_client(environ: Mapping[str, str] = os.environ):
+def s3_client(environ: Mapping[str, str] = os.environ, *, timeout_seconds: float = 30.0,
+              max_attempts: int = 3):
     """A boto3 S3 client for ``CSEP_S3_ENDPOINT_URL`` (path style), ``CSEP_S3_REGION``.
+
+    ``timeout_seconds`` bounds connecting and each read; ``max_attempts`` counts botocore's
+    own retries too, so one call lasts at most about ``2 * timeout * attempts``.
 
     Credentials come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
     a profile, an instance role); they are never passed around by this code.
@@ -45,6 +49,6 @@ def s3_client(environ: Mapping[str, str] = os.environ):
         endpoint_url=environ.get("CSEP_S3_ENDPOINT_URL") or None,
         region_name=environ.get("CSEP_S3_REGION") or "us-east-1",
         config=Config(s3={"addressing_style": "path"},
-                      retries={"max_attempts": 3, "mode": "standard"},
-                      connect_timeout=5, read_timeout=30),
+                      retries={"total_max_attempts": max_attempts, "mode": "standard"},
+                      connect_timeout=min(timeout_seconds, 5), read_timeout=timeout_seconds),
     )

@@ -100,7 +100,10 @@ def to_yaml(result: RunResult) -> str:
 
 def from_yaml(text: str | bytes) -> RunResult:
     """Parse a result file; raise ``ValueError`` naming the bad field."""
-    data: Any = yaml.safe_load(text)
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"result file is not valid YAML: {error}") from error
     try:
         return structure(data, RunResult, _converter)
     except StructureError as error:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import secrets
-import urllib.parse
 from datetime import datetime, timezone
 
 from common.s3 import S3Uri
+from contract.identifiers import check_segment, encode_segment
 from contract import result as results
 from contract import spec as specs
 
@@ -24,9 +24,10 @@ RESULT_PREFIX = "result-"
 _SAFE = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
-def _segment(value: str) -> str:
+def _segment(field: str, value: str) -> str:
     # Ids are URL-safe in practice; anything else is percent-encoded, never dropped.
-    return value if _SAFE.match(value) and value not in (".", "..") else urllib.parse.quote(value, safe="")
+    check_segment(field, value)
+    return value if _SAFE.match(value) else encode_segment(value)
 
 
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
@@ -58,8 +59,10 @@ class SpecStore:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
     def spec_uri(self, job_id: str, trans_id: str) -> str:
-        """The deterministic spec location for an event."""
-        key = "/".join(filter(None, [self.prefix, _segment(job_id), _segment(trans_id), SPEC_NAME]))
+        """The deterministic spec location for an event. Raises
+        :class:`~contract.identifiers.InvalidIdentifier` for an id that is not one segment."""
+        key = "/".join(filter(None, [self.prefix, _segment("job_id", job_id),
+                                     _segment("trans_id", trans_id), SPEC_NAME]))
         return f"s3://{self.bucket}/{key}"
 
     def put_spec(self, spec: specs.JobSpec) -> str:
@@ -92,7 +95,7 @@ class SpecStore:
 
     def spec_uris(self, job_id: str | None = None) -> list[str]:
         """Every spec under the base, or only those of ``job_id``."""
-        prefix = "/".join(filter(None, [self.prefix, _segment(job_id) if job_id else None]))
+        prefix = "/".join(filter(None, [self.prefix, _segment("job_id", job_id) if job_id else None]))
         prefix = prefix + "/" if prefix else ""
         return [f"s3://{self.bucket}/{key}" for key in sorted(self._keys(prefix))
                 if key.endswith("/" + SPEC_NAME)]

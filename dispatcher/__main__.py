@@ -53,19 +53,25 @@ def build(config: Config):
         os.environ[DIRS_VARIABLE] = os.pathsep.join(
             filter(None, [os.environ.get(DIRS_VARIABLE), *config.registry_dirs]))
     registry = Registry.load(check="find")
+    call_ms = int(config.kafka.call_timeout_seconds * 1000)
     consumer = KafkaConsumer(
         bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest",
-        max_poll_records=config.max_buffered_events, client_id="cdm-spark-events-dispatcher")
+        max_poll_records=config.max_buffered_events, client_id="cdm-spark-events-dispatcher",
+        max_poll_interval_ms=config.kafka.max_poll_interval_ms)
+    # max_block_ms bounds send() when the broker is unknown; the DLQ waits call_ms more.
     producer = KafkaProducer(
         bootstrap_servers=config.kafka.bootstrap_servers, acks="all", retries=5,
+        max_block_ms=call_ms, request_timeout_ms=call_ms, delivery_timeout_ms=2 * call_ms + 1000,
         max_request_size=max(1 << 20, 2 * config.kafka.max_message_bytes))
     metrics, health = Metrics(), Health()
     serve(metrics, health, config.metrics_port)
     return Dispatcher(
         config, consumer=consumer, producer=producer,
         cts=CtsClient(config.cts.url, config.cts_token, config.cts.timeout_seconds),
-        store=SpecStore(config.spec_store, s3_client()), registry=registry,
+        store=SpecStore(config.spec_store, s3_client(
+            timeout_seconds=config.s3_timeout_seconds, max_attempts=config.s3_max_attempts)),
+        registry=registry,
         launcher=make_launcher(config.launcher), metrics=metrics, health=health)
 
 

@@ -38,11 +38,17 @@ class KafkaSettings:
     dlq_topic: str = "cts-jobs-dlq"
     #: Larger message values are not parsed: they go to the DLQ as "oversized".
     max_message_bytes: int = attrs.field(default=65536, validator=positive)
+    #: Deadline of each blocking Kafka call: a commit, end offsets, a DLQ publish.
+    call_timeout_seconds: float = attrs.field(default=10.0, validator=positive)
+    #: The group evicts a consumer that does not poll within this; it must exceed the
+    #: bound of one turn of the loop (see ``Config.turn_bound_seconds``).
+    max_poll_interval_ms: int = attrs.field(default=300_000, validator=positive)
 
 
 @attrs.frozen
 class CtsSettings:
     url: str
+    #: Total deadline of one CTS request, connection and body included.
     timeout_seconds: float = attrs.field(default=10.0, validator=positive)
 
 
@@ -100,6 +106,14 @@ class Config:
     #: Events held in memory at once (running, waiting for a runner slot or a retry);
     #: the consumer pauses its partitions when the buffer is full.
     max_buffered_events: int = attrs.field(default=256, validator=positive)
+    #: Finished offsets a partition may hold uncommitted behind its oldest unfinished
+    #: event before it pauses (a crash would read them again).
+    max_uncommitted_span: int = attrs.field(default=10_000, validator=positive)
+    #: Time one turn of the loop spends moving events before it polls again.
+    turn_budget_seconds: float = attrs.field(default=5.0, validator=positive)
+    #: Deadline of each S3 request (connect and read) and attempts per call.
+    s3_timeout_seconds: float = attrs.field(default=10.0, validator=positive)
+    s3_max_attempts: int = attrs.field(default=2, validator=positive)
     shutdown_grace_seconds: float = attrs.field(default=60.0, validator=positive)
     #: How long the CTS, S3 or Kafka may keep failing before the dispatcher gives up.
     infrastructure_budget_seconds: float = attrs.field(default=300.0, validator=positive)
@@ -114,6 +128,18 @@ class Config:
                              "a failing replay would feed itself")
         if not self.spec_store.startswith("s3://"):
             raise ValueError(f"spec_store must be an s3:// URI, got {self.spec_store!r}")
+        if self.kafka.max_poll_interval_ms / 1000 < 2 * self.turn_bound_seconds:
+            raise ValueError(
+                f"kafka.max_poll_interval_ms ({self.kafka.max_poll_interval_ms}) must be at "
+                f"least twice the loop's turn bound ({self.turn_bound_seconds:.0f}s)")
+
+    @property
+    def turn_bound_seconds(self) -> float:
+        """The longest one turn of the loop can take: the poll, the step budget plus the
+        one call that may overrun it, the commit and the lag query."""
+        s3_call = 2 * self.s3_timeout_seconds * self.s3_max_attempts  # connect + read
+        longest_call = max(self.cts.timeout_seconds, s3_call, self.kafka.call_timeout_seconds)
+        return 0.5 + self.turn_budget_seconds + longest_call + 3 * self.kafka.call_timeout_seconds
 
 
 _converter = converter()

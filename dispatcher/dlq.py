@@ -13,7 +13,7 @@ import json
 
 import attrs
 
-from dispatcher.errors import InfrastructureError
+from common.faults import calling
 
 
 @attrs.frozen
@@ -35,11 +35,28 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
 
 
+#: A minimal record carries at most this much of the original value.
+MINIMAL_VALUE_BYTES = 65536
+
+
 def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None, failure: Failure) -> DeadLetter:
-    """The DLQ record for the message at ``topic/partition/offset``."""
-    return DeadLetter(key=key, value=_value(value, failure), headers=_headers(
-        topic=topic, partition=partition, offset=offset, failure=failure))
+                value: bytes | None, failure: Failure, minimal: bool = False) -> DeadLetter:
+    """The DLQ record for the message at ``topic/partition/offset``.
+
+    ``minimal`` is the fallback when Kafka refused the full record (too large): no trace,
+    the original value cut to :data:`MINIMAL_VALUE_BYTES` and carried as it was, and a
+    ``__csep.errors.value.truncated`` header with the original size. The coordinates
+    still lead to the original message."""
+    headers = _headers(topic=topic, partition=partition, offset=offset, failure=failure)
+    if not minimal:
+        return DeadLetter(key=key, value=_value(value, failure), headers=headers)
+    failure = attrs.evolve(failure, trace="")
+    headers = _headers(topic=topic, partition=partition, offset=offset, failure=failure)
+    value = value or b""
+    if len(value) > MINIMAL_VALUE_BYTES:
+        headers.append(("__csep.errors.value.truncated", str(len(value)).encode()))
+        value = value[:MINIMAL_VALUE_BYTES]
+    return DeadLetter(key=(key or b"")[:1024] or None, value=value, headers=headers)
 
 
 def _value(value: bytes | None, failure: Failure) -> bytes:
@@ -77,19 +94,14 @@ def is_replay(headers: list[tuple[str, bytes]] | None) -> bool:
 class DeadLetterQueue:
     """Publishes dead letters to ``topic``; :meth:`publish` returns once Kafka acknowledged."""
 
-    def __init__(self, producer, topic: str, timeout: float = 30.0) -> None:
+    def __init__(self, producer, topic: str, timeout: float = 10.0) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout = timeout
 
     def publish(self, letter: DeadLetter) -> None:
-        """Send and wait for the acknowledgement. Raises InfrastructureError on failure."""
-        from kafka.errors import KafkaError
-
-        try:
+        """Send and wait for the acknowledgement, at most ``timeout`` seconds (the
+        producer's ``max_block_ms`` bounds the send). Raises ServiceFailure (kafka)."""
+        with calling("dlq", f"publishing to the DLQ topic {self.topic!r}"):
             self.producer.send(self.topic, key=letter.key, value=letter.value,
                                headers=letter.headers).get(timeout=self.timeout)
-        except KafkaError as error:
-            raise InfrastructureError(
-                f"DLQ topic {self.topic!r} refused a record: {type(error).__name__}: {error}",
-                "kafka") from error

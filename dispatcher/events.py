@@ -2,7 +2,9 @@
 
 A message is UTF-8 JSON ``{"job_id", "state", "time", "trans_id"}``. Fields beyond these
 are ignored (a replayed DLQ message carries ``error_dlq`` and ``error_dlq_trace``; the CTS
-may add fields), missing or mistyped ones make the message malformed.
+may add fields), missing or mistyped ones make the message malformed, and so do ids that
+are not one usable path segment (see :mod:`contract.identifiers`): they would become CTS
+URLs and S3 keys.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from datetime import datetime
 
 import attrs
 
-from common.convert import StructureError, converter, structure
+from common.convert import converter, structure
+from contract.identifiers import check_segment
 
 
 class JobState(enum.StrEnum):
@@ -31,12 +34,16 @@ class JobState(enum.StrEnum):
     ERROR = "error"
 
 
+def _segment(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    check_segment(attribute.name, value)
+
+
 @attrs.frozen
 class CtsEvent:
-    job_id: str
+    job_id: str = attrs.field(validator=_segment)
     state: JobState
     time: datetime
-    trans_id: str
+    trans_id: str = attrs.field(validator=_segment)
 
     @property
     def actionable(self) -> bool:
@@ -52,7 +59,18 @@ _converter = converter(forbid_extra_keys=False)
 
 
 def parse(value: bytes | None, max_bytes: int) -> CtsEvent:
-    """Parse a Kafka record value. Raises :class:`MalformedMessage` with the reason."""
+    """Parse a Kafka record value. Raises :class:`MalformedMessage` with the reason, and
+    nothing else, whatever the bytes."""
+    try:
+        return _parse(value, max_bytes)
+    except MalformedMessage:
+        raise
+    except Exception as error:  # deep nesting, odd numbers...: still one message's problem
+        raise MalformedMessage(f"message cannot be parsed: {type(error).__name__}: "
+                               f"{str(error)[:200]}") from error
+
+
+def _parse(value: bytes | None, max_bytes: int) -> CtsEvent:
     if value is None:
         raise MalformedMessage("message has no value")
     if len(value) > max_bytes:
@@ -65,11 +83,11 @@ def parse(value: bytes | None, max_bytes: int) -> CtsEvent:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise MalformedMessage(f"message is not JSON: {error}") from error
+    except RecursionError as error:
+        raise MalformedMessage("message is not usable JSON: nested too deeply") from error
     if not isinstance(data, dict):
         raise MalformedMessage(f"message must be a JSON object, got {type(data).__name__}")
     try:
         return structure(data, CtsEvent, _converter)
-    except StructureError as error:
-        raise MalformedMessage(f"message does not fit the CTS event schema: {error}") from error
-    except ValueError as error:  # an unknown state
+    except ValueError as error:  # a StructureError naming the field, or an unknown state
         raise MalformedMessage(f"message does not fit the CTS event schema: {error}") from error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -43,14 +44,13 @@ class Health:
     def __init__(self, stale_after: float = 60.0) -> None:
         self.stale_after = stale_after
         self.last_turn = time.monotonic()
-        self.failing_since: float | None = None
+        #: The dispatcher's open circuit breakers, as one line (None: all closed).
+        self.problems: Callable[[], str | None] = lambda: None
 
     def problem(self) -> str | None:
         if time.monotonic() - self.last_turn > self.stale_after:
             return "loop stalled"
-        if self.failing_since is not None:
-            return f"infrastructure failing for {time.monotonic() - self.failing_since:.0f}s"
-        return None
+        return self.problems()
 
 
 class _QuietHandler(WSGIRequestHandler):

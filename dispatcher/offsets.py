@@ -6,31 +6,28 @@ to the lowest offset that is not finished yet: everything below it is done (impo
 dead-lettered). A two-hour import holds its partition's commit point, never the others',
 and never the events behind it, which are worked on and finished meanwhile.
 
+Only unfinished offsets are kept (in offset order, so the lowest is at hand), so memory
+follows the events in hand, not the span between the commit point and the newest offset.
+That span is still reported (:meth:`OffsetTracker.span`) so intake can pause a partition
+whose finished-but-uncommitted offsets pile up behind one slow event.
+
 Pure bookkeeping, no Kafka: partitions are any hashable keys.
 """
 
 from __future__ import annotations
 
-import heapq
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 
 
 class _Partition:
-    def __init__(self) -> None:
-        self.pending: set[int] = set()
-        self._heap: list[int] = []
-        self.next_offset: int | None = None   # one past the highest offset seen
-        self.committed: int | None = None
+    def __init__(self, first: int) -> None:
+        self.pending: OrderedDict[int, None] = OrderedDict()  # unfinished, in offset order
+        self.next_offset = first          # one past the highest offset taken in
+        self.committed = first            # what Kafka has (or what reading started at)
 
-    def lowest_pending(self) -> int | None:
-        while self._heap and self._heap[0] not in self.pending:
-            heapq.heappop(self._heap)
-        return self._heap[0] if self._heap else None
-
-    def add(self, offset: int) -> None:
-        self.pending.add(offset)
-        heapq.heappush(self._heap, offset)
-        self.next_offset = max(self.next_offset or 0, offset + 1)
+    def commit_point(self) -> int:
+        return next(iter(self.pending)) if self.pending else self.next_offset
 
 
 class OffsetTracker:
@@ -41,40 +38,42 @@ class OffsetTracker:
 
     def start(self, partition: Hashable, offset: int) -> None:
         """An event was taken in. Offsets of a partition are started in increasing order."""
-        if partition not in self._partitions:
+        state = self._partitions.get(partition)
+        if state is None:
             # Reading starts at the group's committed offset (or earlier, with no
             # commit yet): committing the first offset again would acknowledge nothing.
-            self._partitions[partition] = _Partition()
-            self._partitions[partition].committed = offset
-        self._partitions[partition].add(offset)
+            state = self._partitions[partition] = _Partition(offset)
+        state.pending[offset] = None
+        state.next_offset = max(state.next_offset, offset + 1)
 
     def finish(self, partition: Hashable, offset: int) -> None:
         """The event's outcome is durable (imported, acknowledged or dead-lettered)."""
         state = self._partitions.get(partition)
         if state is not None:
-            state.pending.discard(offset)
+            state.pending.pop(offset, None)
 
     def seen(self, partition: Hashable, offset: int) -> bool:
         """True if this offset was already taken in (a redelivery after a rebalance)."""
         state = self._partitions.get(partition)
-        return state is not None and state.next_offset is not None and offset < state.next_offset
+        return state is not None and offset < state.next_offset
 
     def commit_point(self, partition: Hashable) -> int | None:
         """The offset to commit: the lowest pending one, or one past the highest seen."""
         state = self._partitions.get(partition)
-        if state is None or state.next_offset is None:
-            return None
-        lowest = state.lowest_pending()
-        return state.next_offset if lowest is None else lowest
+        return None if state is None else state.commit_point()
+
+    def span(self, partition: Hashable) -> int:
+        """Finished offsets not committable yet: behind the partition's oldest unfinished
+        event. They would be read again after a crash."""
+        state = self._partitions.get(partition)
+        if state is None or not state.pending:
+            return 0
+        return state.next_offset - state.commit_point() - len(state.pending)
 
     def to_commit(self) -> dict[Hashable, int]:
         """Commit points that moved since :meth:`committed` was last told about them."""
-        moves = {}
-        for partition, state in self._partitions.items():
-            point = self.commit_point(partition)
-            if point is not None and point != state.committed:
-                moves[partition] = point
-        return moves
+        return {partition: state.commit_point() for partition, state in self._partitions.items()
+                if state.commit_point() != state.committed}
 
     def committed(self, offsets: dict[Hashable, int]) -> None:
         """Kafka acknowledged these commits."""

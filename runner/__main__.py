@@ -3,7 +3,9 @@
 SPEC is an ``s3://`` URI, a local file, or ``-`` for standard input (see
 :mod:`runner.locations` for where the result goes). Exit codes (contracts.md section 4):
 0 done, 64 unusable spec, 65 bad data (do not retry), 70 the importer failed, 75 a
-temporary failure (retry). A result that cannot be written makes the attempt exit 75.
+temporary failure (retry), 69 a service it needs (S3, the metastore, Spark) is unreachable
+(retried without spending an attempt). A result that cannot be written makes the attempt
+exit 69 when S3 is unreachable, else 75.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import os
 import sys
 
+from common.faults import Fault, s3_fault
 from runner import logs
 from runner.attempt import run_attempt
 from runner.locations import open_location
@@ -35,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         where = location.write_result(result)
     except Exception as error:  # the attempt must not pass as done without its record
+        code = (ExitCode.UNAVAILABLE if s3_fault(error) is Fault.INFRASTRUCTURE
+                else ExitCode.TEMPORARY)
         log.error("could not write the result (%s: %s); exiting %d so it is retried",
-                  type(error).__name__, error, ExitCode.TEMPORARY)
-        return ExitCode.TEMPORARY
+                  type(error).__name__, error, code)
+        return code
     log.info("result %s (exit %d) written to %s", result.status.value, result.exit_code, where)
     return result.exit_code
 

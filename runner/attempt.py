@@ -1,8 +1,10 @@
 """One attempt at one spec: check it, verify the outputs, run the importer, report.
 
 Every step that refuses raises a :class:`~runner.errors.RunnerError` whose class fixes
-the exit code; any other exception from the importer is exit 70. Spark starts only
-when the importer asks for it, so a refused spec costs no JVM.
+the exit code; any other exception from the importer is exit 70, unless Spark could not
+start or a service the runner needs no longer accepts connections (see
+:mod:`runner.probes`): then the attempt is the infrastructure's, exit 69. Spark starts
+only when the importer asks for it, so a refused spec costs no JVM.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from registry import Registry, RegistryError
 from runner import logs
 from runner.checksums import verify_outputs
 from runner.commits import MarkedSpark
-from runner.errors import BadSpecError, RunnerError
+from common.faults import one_line
+from runner import probes
+from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavailable
 from runner.locations import SpecLocation
 from runner.logs import log
 from contract.result import DeltaCommit, ExitCode, RunResult, Status
@@ -37,7 +41,9 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     failure of the spec, the data or the importer: those are in the result."""
     started_at = _now()
     job_id = "unknown"
-    spark = MarkedSpark(spark_factory(SparkSettings.from_env(environ)),
+    settings = SparkSettings.from_env(environ)
+    spark_failures: list[BaseException] = []
+    spark = MarkedSpark(_guarded(spark_factory(settings), spark_failures),
                         marker=f"csep-attempt:{uuid.uuid4()}")
     spec: JobSpec | None = None
     status, exit_code, error = Status.SUCCEEDED, ExitCode.OK, None
@@ -66,6 +72,11 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     finally:
         if spec is not None:
             commits = spark.finish(spec.job.namespace_prefix)
+    if error is not None and not isinstance(error, (BadSpecError, BadDataError,
+                                                    ServiceUnavailable)):
+        unavailable = _unavailable(settings, spark_failures, error)
+        if unavailable is not None:
+            status, exit_code, error = unavailable.status, unavailable.exit_code, unavailable
     redact = _redactor(environ)
     if error is not None:
         log.error("%s: %s: %s", status.value, type(error).__name__, redact(str(error)))
@@ -78,7 +89,50 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         message=redact(str(error)) if error else None,
         # The runner's own refusals are explained by their message alone.
         traceback=redact(_traceback(error)) if error and in_importer else None,
-        delta_commits=commits)
+        delta_commits=commits,
+        service=error.service if isinstance(error, ServiceUnavailable) else None)
+
+
+def _guarded(factory, failures: list[BaseException]):
+    """``factory`` whose failures are remembered: a Spark that cannot start is the
+    infrastructure's fault, even when the importer wraps the error in its own."""
+
+    def get_spark(**kwargs):
+        try:
+            return factory(**kwargs)
+        except Exception as error:
+            failures.append(error)
+            raise ServiceUnavailable(
+                "spark", f"Spark could not start: {type(error).__name__}: "
+                         f"{one_line(error, 300)}") from error
+
+    return get_spark
+
+
+def _unavailable(settings: SparkSettings, spark_failures: list[BaseException],
+                 error: BaseException) -> ServiceUnavailable | None:
+    """The infrastructure failure behind ``error``, if there is one."""
+    if spark_failures:
+        cause = spark_failures[0]
+        return ServiceUnavailable("spark", f"Spark could not start: {type(cause).__name__}: "
+                                           f"{one_line(cause, 300)}")
+    down = probes.unreachable(settings)
+    if down is not None:
+        service, reason = down
+        return ServiceUnavailable(service, f"{service} unreachable ({reason}); the import "
+                                           f"failed with {type(error).__name__}: "
+                                           f"{one_line(error, 300)}")
+    if "Py4JNetworkError" in {type(e).__name__ for e in _chain(error)}:
+        return ServiceUnavailable("spark", f"the Spark driver went away: {one_line(error, 300)}")
+    return None
+
+
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def _parse(text: str, uri: str) -> JobSpec:

@@ -5,6 +5,7 @@ Importing this module (or ``runner``) does not import pyspark.
 
 from __future__ import annotations
 
+from common.faults import Fault, one_line, s3_error_code, s3_fault
 from contract.result import ExitCode, Status
 
 
@@ -32,6 +33,19 @@ class TemporaryFailure(RunnerError):
     status = Status.TEMPORARY_FAILURE
 
 
+class ServiceUnavailable(RunnerError):
+    """A service the runner needs (``s3``, ``metastore``, ``spark``) could not be reached
+    (exit 69): the attempt is recorded but not spent, and the dispatcher waits for the
+    service before launching again."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    status = Status.INFRASTRUCTURE
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service
+
+
 class BadSpecError(RunnerError):
     """The spec is unusable: unreadable, invalid, or naming an importer not registered
     for its image (exit 64)."""
@@ -44,9 +58,14 @@ _MISSING = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 
 
 def s3_failure(error: Exception, what: str, missing: type[RunnerError]) -> RunnerError:
-    """Classify a boto3 error on ``what``: a missing object or bucket is ``missing``;
-    anything else (unreachable, refused, a 5xx) is a :class:`TemporaryFailure`."""
-    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    """Classify a boto3 error on ``what`` with :func:`common.faults.s3_fault`: a missing
+    object or bucket is ``missing``; another fault of the request is ``missing`` too (S3
+    refuses this spec's or job's own data); the infrastructure's is
+    :class:`ServiceUnavailable`."""
+    code = s3_error_code(error)
+    detail = f"{code or type(error).__name__}: {one_line(error, 300)}"
     if code in _MISSING:
         return missing(f"{what} does not exist")
-    return TemporaryFailure(f"S3 failed on {what}: {code or type(error).__name__}: {error}")
+    if s3_fault(error) is Fault.EVENT:
+        return missing(f"S3 refused {what}: {detail}")
+    return ServiceUnavailable("s3", f"S3 failed on {what}: {detail}")

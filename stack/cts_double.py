@@ -9,7 +9,12 @@ Beyond the contract, for tests and the local stack only:
 
 - ``add_job(doc)`` / ``POST /_double/jobs`` registers a job document;
 - ``meta_updates`` lists the ``PUT .../meta`` bodies received, in order;
-- ``outage(status)`` makes every contract request fail with that HTTP status.
+- ``outage(status)`` makes every contract request fail with that HTTP status;
+- ``hang(True)`` makes every contract request wait, unanswered, until ``hang(False)``.
+
+Every request's body is read before it is answered, whatever the answer, so a client's
+keep-alive connection is never left with an unread body that would be taken for the
+start of its next request.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import secrets
 import signal
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,6 +62,8 @@ class CTSDouble:
         self._jobs: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._outage: int | None = None
+        self._answering = threading.Event()
+        self._answering.set()
         self.meta_updates: list[MetaUpdate] = []
         self.requests: list[tuple[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -81,6 +89,14 @@ class CTSDouble:
     def outage(self, status: int | None) -> None:
         """Fail every contract request with ``status`` (e.g. 503); ``None`` ends the outage."""
         self._outage = status
+
+    def hang(self, hanging: bool) -> None:
+        """While ``hanging``, contract requests are accepted and never answered (until
+        the hang ends; the client has usually given up by then)."""
+        if hanging:
+            self._answering.clear()
+        else:
+            self._answering.set()
 
     def updates_for(self, job_id: str) -> list[MetaUpdate]:
         with self._lock:
@@ -156,10 +172,16 @@ def _handler_for(double: CTSDouble) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
+        def _read_body(self) -> bytes:
+            try:
+                length = max(0, int(self.headers.get("Content-Length") or 0))
+            except ValueError:
+                length = 0
+                self.close_connection = True  # cannot tell where the next request starts
+            return self.rfile.read(length) if length else b""
+
         def _body(self) -> object:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            return json.loads(raw) if raw else None
+            return json.loads(self._raw) if self._raw else None
 
         def _authorized(self) -> bool:
             header = self.headers.get("Authorization")
@@ -173,10 +195,13 @@ def _handler_for(double: CTSDouble) -> type[BaseHTTPRequestHandler]:
             return True
 
         def _dispatch(self, method: str) -> None:
+            self._raw = self._read_body()  # first, whatever the answer will be
             path = self.path.split("?", 1)[0].rstrip("/") or "/"
             double.requests.append((method, path))
             if path.startswith("/_double/"):
                 return self._control(method, path)
+            while not double._answering.wait(0.5):
+                pass
             if double._outage is not None:
                 return self._send(*_error(double._outage, 0, "Service outage (test double)"))
             if method == "GET" and path == "/":
@@ -186,13 +211,13 @@ def _handler_for(double: CTSDouble) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return None
             if method == "GET" and (match := _JOB_PATH.match(path)):
-                return self._send(*double._get_job(match["job_id"]))
+                return self._send(*double._get_job(urllib.parse.unquote(match["job_id"])))
             if method == "PUT" and (match := _META_PATH.match(path)):
                 try:
                     body = self._body()
                 except (ValueError, UnicodeDecodeError):
                     return self._send(*_error(400, 30010, "Request body is not valid JSON"))
-                return self._send(*double._put_meta(match["job_id"], body))
+                return self._send(*double._put_meta(urllib.parse.unquote(match["job_id"]), body))
             return self._send(*_error(404, 1000, f"Not Found: {method} {path}"))
 
         def _control(self, method: str, path: str) -> None:

@@ -156,7 +156,7 @@ def test_s3_failures_are_infrastructure_not_poison(lane):
     dispatcher = lane.dispatcher(infrastructure_budget_seconds=4,
                                  env={"AWS_SECRET_ACCESS_KEY": "not-the-key"})
     assert dispatcher.process.wait(60) == 69
-    assert "S3 writing the spec" in dispatcher.log()
+    assert "s3: writing the spec" in dispatcher.log()
     assert lane.committed()[0] is None
     assert lane.dead_letters(0, timeout=1) == []
     assert not lane.done("s3-down-1")

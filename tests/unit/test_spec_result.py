@@ -7,7 +7,8 @@ import pytest
 
 from contract import result as results
 from contract import spec as specs
-from runner.errors import BadDataError, BadSpecError, TemporaryFailure, s3_failure
+from runner.errors import (BadDataError, BadSpecError, ServiceUnavailable, TemporaryFailure,
+                           s3_failure)
 from contract.result import DeltaCommit, ExitCode, RunResult, Status
 
 SPEC = specs.JobSpec(
@@ -64,25 +65,32 @@ def test_errors_carry_their_exit_codes():
         ExitCode.BAD_SPEC, ExitCode.BAD_DATA, ExitCode.TEMPORARY)
 
 
-class _ClientError(Exception):
-    def __init__(self, code):
-        super().__init__(f"An error occurred ({code})")
-        self.response = {"Error": {"Code": code}}
+def _client_error(code, status):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadObject")
 
 
-def test_s3_errors_are_missing_or_temporary():
-    assert isinstance(s3_failure(_ClientError("404"), "output x", BadDataError), BadDataError)
-    assert isinstance(s3_failure(_ClientError("NoSuchKey"), "spec", BadSpecError), BadSpecError)
-    assert isinstance(s3_failure(_ClientError("SlowDown"), "output x", BadDataError),
-                      TemporaryFailure)
-    assert isinstance(s3_failure(ConnectionError("refused"), "output x", BadDataError),
-                      TemporaryFailure)
+def test_s3_errors_are_missing_or_the_infrastructure_s():
+    from botocore.exceptions import EndpointConnectionError
+
+    assert isinstance(s3_failure(_client_error("404", 404), "output x", BadDataError), BadDataError)
+    assert isinstance(s3_failure(_client_error("NoSuchKey", 404), "spec", BadSpecError),
+                      BadSpecError)
+    assert isinstance(s3_failure(_client_error("InvalidArgument", 400), "output x", BadDataError),
+                      BadDataError)
+    for error in (_client_error("SlowDown", 503), _client_error("AccessDenied", 403),
+                  EndpointConnectionError(endpoint_url="http://127.0.0.1:1")):
+        unavailable = s3_failure(error, "output x", BadDataError)
+        assert isinstance(unavailable, ServiceUnavailable) and unavailable.service == "s3"
+        assert unavailable.exit_code == 69
 
 
 def test_exit_codes_map_to_the_statuses_the_runner_writes():
     from contract.result import ExitCode, Status, status_for_exit_code
 
-    assert [status_for_exit_code(code) for code in (0, 64, 65, 75, 70, 1, 137)] == [
-        Status.SUCCEEDED, Status.BAD_SPEC, Status.BAD_DATA, Status.TEMPORARY_FAILURE,
-        Status.FAILED, Status.FAILED, Status.FAILED]
+    assert [status_for_exit_code(code) for code in (0, 64, 65, 69, 75, 70, 1, 137)] == [
+        Status.SUCCEEDED, Status.BAD_SPEC, Status.BAD_DATA, Status.INFRASTRUCTURE,
+        Status.TEMPORARY_FAILURE, Status.FAILED, Status.FAILED, Status.FAILED]
     assert status_for_exit_code(ExitCode.BAD_DATA) is Status.BAD_DATA

@@ -1,0 +1,135 @@
+"""Intake and commits: the consumer side of the dispatcher.
+
+It polls the topic, takes each new record in once (a record redelivered after a
+rebalance that gave the partition back is skipped), pauses partitions that must not
+deliver more (the buffer is full, a service is down, or one partition's
+finished-but-uncommitted span behind a slow event reached its bound), commits per
+partition up to the first unfinished event, and reports lag. Every call to Kafka that
+could block has a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
+
+from common.faults import ServiceFailure, calling
+from dispatcher.offsets import OffsetTracker
+
+log = logging.getLogger("dispatcher")
+
+
+class Intake:
+    def __init__(self, consumer, topic: str, *, call_timeout_seconds: float,
+                 max_uncommitted_span: int,
+                 on_lost: Callable[[set[TopicPartition]], None]) -> None:
+        self.consumer = consumer
+        self.topic = topic
+        self.call_timeout_ms = int(call_timeout_seconds * 1000)
+        self.max_uncommitted_span = max_uncommitted_span
+        self.on_lost = on_lost
+        self.offsets = OffsetTracker()
+        self._last_lag = 0.0
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+
+    def poll(self, *, accepting: bool, max_records: int, timeout_ms: int) -> list[Any]:
+        """New records, in offset order per partition; taken in (pending) from now on.
+
+        With ``accepting`` false every partition is paused; polling goes on regardless so
+        the group keeps this consumer."""
+        self._pause(accepting)
+        batch = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
+        taken = []
+        for records in batch.values():
+            for record in records:
+                partition = TopicPartition(record.topic, record.partition)
+                if self.offsets.seen(partition, record.offset):
+                    continue
+                self.offsets.start(partition, record.offset)
+                taken.append(record)
+        return taken
+
+    def finish(self, record) -> None:
+        """The record's outcome is durable: its offset may be committed."""
+        self.offsets.finish(TopicPartition(record.topic, record.partition), record.offset)
+
+    def _pause(self, accepting: bool) -> None:
+        assigned = self.consumer.assignment()
+        wanted = set(assigned) if not accepting else {
+            p for p in assigned if self.offsets.span(p) >= self.max_uncommitted_span}
+        paused = self.consumer.paused()
+        if wanted - paused:
+            self.consumer.pause(*(wanted - paused))
+        if (paused - wanted) & assigned:
+            self.consumer.resume(*((paused - wanted) & assigned))
+
+    def commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Commit the partitions' commit points that moved. Raises ServiceFailure (kafka)
+        when Kafka does not acknowledge within the deadline; a commit refused because the
+        group is rebalancing is skipped (the partitions' new owner reads them again)."""
+        moves = {p: o for p, o in self.offsets.to_commit().items()
+                 if partitions is None or p in partitions}
+        if not moves:
+            return
+        try:
+            with calling("kafka", "committing offsets"):
+                self.consumer.commit({p: OffsetAndMetadata(o, "", -1) for p, o in moves.items()},
+                                     timeout_ms=self.call_timeout_ms)
+        except ServiceFailure as failure:
+            if isinstance(failure.__cause__, CommitFailedError):
+                log.warning("commit refused (group rebalancing): %s", failure.__cause__)
+                return
+            raise
+        self.offsets.committed(moves)
+
+    def lag(self, every_seconds: float = 5.0) -> dict[TopicPartition, int] | None:
+        """Records behind the end of each assigned partition, at most every few seconds
+        (None in between). Raises ServiceFailure (kafka) past the deadline."""
+        if time.monotonic() - self._last_lag < every_seconds:
+            return None
+        self._last_lag = time.monotonic()
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return {}
+        with calling("kafka", "reading end offsets"):
+            ends = self.consumer.end_offsets(list(assigned), timeout_ms=self.call_timeout_ms)
+            return {p: max(0, end - self.consumer.position(p, timeout_ms=self.call_timeout_ms))
+                    for p, end in ends.items() if end is not None}
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False, timeout_ms=self.call_timeout_ms)
+
+    # -- rebalances ---------------------------------------------------------------------
+
+    def revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            self.commit(revoked)
+        except ServiceFailure as failure:
+            log.warning("commit before a rebalance failed: %s", failure)
+
+    def assigned(self, assigned: set[TopicPartition]) -> None:
+        """Partitions not given back are dropped: their new owner redoes their events."""
+        lost = self.offsets.partitions() - assigned
+        self.offsets.forget(lost)
+        if lost:
+            log.info("partitions lost in a rebalance", extra={"partitions": sorted(map(str, lost))})
+            self.on_lost(lost)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    def on_partitions_revoked(self, revoked):
+        self.intake.revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self.intake.assigned(set(assigned))

@@ -1,0 +1,170 @@
+"""Property-based tests of everything parsed from outside: CTS messages and job documents.
+
+Whatever the input (arbitrary bytes, deep nesting, huge or odd unicode fields, wrong types,
+path characters in ids), parsing returns a value or raises its one documented error type.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contract.identifiers import InvalidIdentifier, check_segment
+from contract.spec import EventRef, ImporterRef, JobSpec
+from contract.store import SpecStore
+from dispatcher import events
+from dispatcher.cts import CtsJob, parse_job
+from dispatcher.errors import EventRejected
+
+LIMIT = 65536
+SETTINGS = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+                         st.text(max_size=50))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    max_leaves=20)
+# Ids as they might come: plain, path-like, control characters, surrogates, very long.
+odd_ids = st.one_of(
+    st.text(max_size=40), st.sampled_from(["", ".", "..", "../../etc/passwd", "a/b", "%2e%2e",
+                                           "a\\x00b", "\\ud800", "job 1", "ü"]),
+    st.text(min_size=290, max_size=3000), st.integers(), st.none(), st.lists(st.text()))
+states = st.one_of(st.sampled_from([s.value for s in events.JobState]), st.text(max_size=20),
+                   st.integers())
+times = st.one_of(st.just("2026-11-20T10:15:00.123+00:00"), st.just("2026-11-20T10:15:00"),
+                  st.text(max_size=30), st.integers(), st.none())
+messages = st.fixed_dictionaries(
+    {}, optional={"job_id": odd_ids, "state": states, "time": times, "trans_id": odd_ids,
+                  "extra": json_values})
+
+
+def _parse_event(value: bytes):
+    try:
+        event = events.parse(value, LIMIT)
+    except events.MalformedMessage as error:
+        assert str(error) and "\n" not in str(error)[:200]
+        return None
+    assert isinstance(event, events.CtsEvent)
+    # What parses is safe to use as a CTS URL segment and an S3 key segment.
+    SpecStore("s3://bucket/prefix", client=None).spec_uri(event.job_id, event.trans_id)
+    return event
+
+
+@SETTINGS
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_parse_or_are_malformed(value):
+    _parse_event(value)
+
+
+@SETTINGS
+@given(messages)
+def test_message_shaped_json_parses_or_is_malformed(message):
+    event = _parse_event(json.dumps(message).encode())
+    if event is not None:
+        assert event.job_id == message["job_id"] and event.trans_id == message["trans_id"]
+
+
+@SETTINGS
+@given(st.integers(min_value=1, max_value=200_000), st.sampled_from(["[", "{\"a\":"]))
+def test_deep_nesting_is_malformed_not_a_crash(depth, opener):
+    closer = "]" if opener == "[" else "}"
+    value = (opener * depth + closer * depth).encode()
+    _parse_event(value[:LIMIT])
+
+
+@SETTINGS
+@given(json_values)
+def test_any_json_value_parses_or_is_malformed(value):
+    _parse_event(json.dumps(value).encode())
+
+
+def test_the_issue_s_inputs_are_malformed_with_the_field_named():
+    deep = b"[" * 30000 + b"]" * 30000
+    for value, reason in [
+        (deep, "nested too deeply"),
+        (json.dumps({"job_id": "j", "state": "complete", "time": "2026-11-20T10:15:00Z",
+                     "trans_id": ".."}).encode(), "trans_id: '..' is not a usable path segment"),
+        (json.dumps({"job_id": "j", "state": "complete", "time": "2026-11-20T10:15:00Z",
+                     "trans_id": "t" * 3000}).encode(), "trans_id: too long"),
+        (json.dumps({"job_id": "", "state": "complete", "time": "2026-11-20T10:15:00Z",
+                     "trans_id": "t"}).encode(), "job_id: must not be empty"),
+    ]:
+        try:
+            events.parse(value, 100_000)
+        except events.MalformedMessage as error:
+            assert reason in str(error)
+        else:
+            raise AssertionError(f"parsed: {value[:60]!r}")
+
+
+# -- job documents --------------------------------------------------------------------------
+
+GOOD = {
+    "id": "job1", "user": "alice", "state": "complete",
+    "image": {"name": "ghcr.io/kbasetest/cdm_checkm2", "digest": "sha256:abc"},
+    "job_input": {"params": {"args": ["--threads", "4"]}},
+    "input_file_count": 1, "output_file_count": 1,
+    "outputs": [{"file": "bucket/out/quality_report.tsv", "crc64nvme": "4ekt2WB1KO4="}],
+    "transition_times": [{"state": "complete", "time": "2026-01-01T01:00:00Z"}],
+}
+IMPORTER = ImporterRef(name="checkm2", py_module="importers.checkm2")
+EVENT = EventRef(topic="t", partition=0, offset=0, trans_id="x",
+                 time=datetime.fromisoformat("2026-01-01T01:00:00+00:00"))
+
+
+def _parse_job(doc, job_id="job1"):
+    try:
+        job = parse_job(doc, job_id)
+        spec = job.to_spec(IMPORTER, EVENT)
+    except EventRejected as error:
+        assert str(error)
+        return None
+    assert isinstance(job, CtsJob) and isinstance(spec, JobSpec)
+    return spec
+
+
+@SETTINGS
+@given(json_values)
+def test_any_document_parses_or_is_rejected(doc):
+    _parse_job(doc)
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(GOOD)), st.one_of(json_values, odd_ids))
+def test_a_document_with_one_field_replaced_parses_or_is_rejected(field, value):
+    _parse_job({**GOOD, field: value})
+
+
+@SETTINGS
+@given(st.integers(min_value=1, max_value=50_000))
+def test_deeply_nested_arguments_are_rejected_or_kept(depth):
+    args = ["--x"]
+    nested: object = "leaf"
+    for _ in range(depth):
+        nested = [nested]
+    args.append(nested)
+    _parse_job({**GOOD, "job_input": {"params": {"args": args}}})
+
+
+def test_the_good_document_parses():
+    assert _parse_job(GOOD) is not None
+
+
+# -- identifiers ------------------------------------------------------------------------------
+
+def test_identifier_checks():
+    for good in ["abc", "a/b", "ü-ß", "x" * 100, "job%2F1", "a..b", "..."]:
+        assert check_segment("job_id", good) == good
+    for bad, reason in [("", "empty"), (".", "usable"), ("..", "usable"),
+                        ("a\x00b", "control"), ("a\nb", "control"), ("\ud800", "surrogate"),
+                        ("x" * 301, "too long"), ("é" * 60, "too long"), (3, "expected a string")]:
+        try:
+            check_segment("job_id", bad)
+        except InvalidIdentifier as error:
+            assert reason in str(error) and str(error).startswith("job_id: ")
+        else:
+            raise AssertionError(f"accepted {bad!r}")
