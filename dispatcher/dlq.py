@@ -101,7 +101,20 @@ class DeadLetterQueue:
 
     def publish(self, letter: DeadLetter) -> None:
         """Send and wait for the acknowledgement, at most ``timeout`` seconds (the
-        producer's ``max_block_ms`` bounds the send). Raises ServiceFailure (kafka)."""
+        producer's ``max_block_ms`` bounds the send). Raises ServiceFailure (dlq)."""
+        self.acknowledged(self.send(letter), wait=True)
+
+    def send(self, letter: DeadLetter):
+        """Send without waiting; returns the pending send for :meth:`acknowledged`."""
         with calling("dlq", f"publishing to the DLQ topic {self.topic!r}"):
-            self.producer.send(self.topic, key=letter.key, value=letter.value,
-                               headers=letter.headers).get(timeout=self.timeout)
+            return self.producer.send(self.topic, key=letter.key, value=letter.value,
+                                      headers=letter.headers)
+
+    def acknowledged(self, pending, wait: bool = False) -> bool:
+        """Whether Kafka acknowledged the send (waiting up to ``timeout`` with ``wait``).
+        Raises ServiceFailure (dlq) if it refused it or the producer gave up."""
+        if not wait and not pending.is_done:
+            return False
+        with calling("dlq", f"publishing to the DLQ topic {self.topic!r}"):
+            pending.get(timeout=self.timeout)
+        return True

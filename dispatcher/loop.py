@@ -92,6 +92,7 @@ class Work:
     started_at: datetime | None = None
     outcome: Outcome | None = None
     failure: dlq.Failure | None = None
+    dead_letter: Any = None                   # the DLQ record's pending send
     dead_letter_sent: bool = False
     finish_failures: int = 0
     recount: bool = False                     # attempts are stale (a duplicate ran)
@@ -210,7 +211,8 @@ class Dispatcher:
             return self._contain(work, error)
         if work.stage is not stage and stage is not Stage.RUNNING:
             self.breakers.succeeded(_SERVICES[stage])  # a step went through: they answered
-        if work.stage is Stage.FINISH and work.not_before <= time.monotonic():
+        if (work.stage is Stage.FINISH and stage is not Stage.FINISH
+                and work.not_before <= time.monotonic()):
             self._advance(work)
 
     # -- the steps ----------------------------------------------------------------------
@@ -295,10 +297,16 @@ class Dispatcher:
 
     def _finish(self, work: Work) -> None:
         if work.outcome is Outcome.DEAD_LETTERED and not work.dead_letter_sent:
-            self.dead_letters.publish(dlq.dead_letter(
-                topic=work.record.topic, partition=work.record.partition,
-                offset=work.record.offset, key=work.record.key, value=work.record.value,
-                failure=work.failure, minimal=work.finish_failures > 0))
+            # Sent now, acknowledged by a later turn: the records of a turn go out together.
+            if work.dead_letter is None:
+                work.dead_letter = self.dead_letters.send(dlq.dead_letter(
+                    topic=work.record.topic, partition=work.record.partition,
+                    offset=work.record.offset, key=work.record.key, value=work.record.value,
+                    failure=work.failure, minimal=work.finish_failures > 0))
+            pending, work.dead_letter = work.dead_letter, None
+            if not self.dead_letters.acknowledged(pending):
+                work.dead_letter = pending
+                return
             work.dead_letter_sent = True
             self.metrics.dead_letters.labels(work.failure.error_class).inc()
             log.warning("dead-lettered: %s", work.failure.reason, extra=work.context)

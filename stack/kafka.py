@@ -48,13 +48,14 @@ class KafkaBroker:
         config.write_text(_PROPERTIES.format(
             port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "logs"))
         java = ["java", "-Xms256m", "-Xmx768m", "-Djava.awt.headless=true", "-cp", classpath]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(
-            # "--cluster-id=": a random id may start with "-", which a separate argument
-            # would make look like an option (format then fails).
-            [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-             "-c", str(config)],
-            check=True, capture_output=True)
+        if not (self.data_dir / "logs" / "meta.properties").exists():  # else: a restart
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            subprocess.run(
+                # "--cluster-id=": a random id may start with "-", which a separate argument
+                # would make look like an option (format then fails).
+                [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                 "-c", str(config)],
+                check=True, capture_output=True)
         self._server = ServerProcess(
             "kafka", [*java, "kafka.Kafka", str(config)], self.data_dir / "kafka.log")
         self._server.wait_healthy(self._ready, timeout)
@@ -86,3 +87,8 @@ class KafkaBroker:
         if self._server:
             self._server.stop()
             self._server = None
+
+    def restart(self) -> KafkaBroker:
+        """Stop and start again on the same ports, with the same topics and offsets."""
+        self.stop()
+        return self.start()

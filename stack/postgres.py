@@ -49,6 +49,22 @@ class Postgres:
         bin_dir = postgres_bin_dir()
         cluster = self.data_dir / "cluster"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        fresh = not cluster.exists()  # else: a restart on the same data
+        if fresh:
+            self._initdb(bin_dir, cluster)
+        self._server = ServerProcess(
+            "postgres",
+            [str(bin_dir / "postgres"), "-D", str(cluster), "-p", str(self.port),
+             "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=200"],
+            self.data_dir / "postgres.log", uid=self._uid, gid=self._gid)
+        self._server.wait_healthy(self._ready, timeout)
+        if fresh:
+            self._psql(f"CREATE DATABASE {self.database}")
+        return self
+
+    def _initdb(self, bin_dir: Path, cluster: Path) -> None:
         pwfile = self.data_dir / "pwfile"
         pwfile.write_text(self.password + "\n")
         if self._uid is not None:
@@ -59,16 +75,6 @@ class Postgres:
                    f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=peer",
                    "-E", "UTF8", "--no-sync"])
         pwfile.unlink()
-        self._server = ServerProcess(
-            "postgres",
-            [str(bin_dir / "postgres"), "-D", str(cluster), "-p", str(self.port),
-             "-k", str(self.data_dir), "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=200"],
-            self.data_dir / "postgres.log", uid=self._uid, gid=self._gid)
-        self._server.wait_healthy(self._ready, timeout)
-        self._psql(f"CREATE DATABASE {self.database}")
-        return self
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "PGPASSWORD": self.password}
@@ -93,3 +99,8 @@ class Postgres:
         if self._server:
             self._server.stop()
             self._server = None
+
+    def restart(self) -> Postgres:
+        """Stop and start again on the same port and data."""
+        self.stop()
+        return self.start()

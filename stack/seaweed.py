@@ -88,3 +88,8 @@ class SeaweedS3:
         if self._server:
             self._server.stop()
             self._server = None
+
+    def restart(self) -> SeaweedS3:
+        """Stop and start again on the same ports and data."""
+        self.stop()
+        return self.start()
