@@ -5,6 +5,9 @@ The value is the original message's JSON object with ``error_dlq`` (a one-line r
 JSON object is carried byte for byte. The key is the original key. Headers carry the
 context the way Kafka Connect's dead-letter queues do (``__connect.errors.*``), plus the
 spec, the attempts and the last exit code of the import (``__csep.errors.*``).
+
+What the dispatcher adds (``error_dlq``, ``error_dlq_trace``, every header) is redacted
+(:mod:`common.redaction`): a runner's stderr tail may quote a credential.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 
 import attrs
 
+from common.redaction import Redactor
 from dispatcher.errors import InfrastructureError
 
 
@@ -36,8 +40,15 @@ class DeadLetter:
 
 
 def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None, failure: Failure) -> DeadLetter:
-    """The DLQ record for the message at ``topic/partition/offset``."""
+                value: bytes | None, failure: Failure,
+                redact: Redactor | None = None) -> DeadLetter:
+    """The DLQ record for the message at ``topic/partition/offset``, with the values of
+    ``redact`` (default: the credentials of this process's environment) removed from
+    what the dispatcher adds."""
+    redact = Redactor.from_env() if redact is None else redact
+    failure = attrs.evolve(failure, reason=redact(failure.reason), trace=redact(failure.trace),
+                           error_class=redact(failure.error_class),
+                           spec_uri=None if failure.spec_uri is None else redact(failure.spec_uri))
     return DeadLetter(key=key, value=_value(value, failure), headers=_headers(
         topic=topic, partition=partition, offset=offset, failure=failure))
 
