@@ -8,6 +8,7 @@ the command line of every process on the machine looking for the stack's secrets
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -17,8 +18,10 @@ import attrs
 import pytest
 
 from contract import result as results
+from contract.result import to_yaml
 from contract.spec import namespace_prefix
 from contract.store import SpecStore
+from tests.integration.dispatcher_lane import FIXTURES, headers, wait_until
 from tests.integration.test_runner import REPORT_A, checkm2_spec, upload
 
 USER = "secretive"
@@ -113,3 +116,64 @@ def test_no_secret_on_a_command_line_during_a_spark_connect_import(
 
     assert any("SparkConnectServer" in line for line in seen)
 
+
+# -- the real dispatcher: what importers see, what leaves the processes -----------------------
+
+
+def test_an_importer_run_by_the_dispatcher_sees_no_cts_token(stack, lane):
+    lane.dispatcher()
+    lane.job("env-1", "env_dump")
+    lane.complete("env-1")
+    wait_until(lambda: lane.done("env-1"), 60, "the env_dump import")
+
+    seen = json.loads((lane.state_dir / "env-1.env").read_text())
+    assert "CSEP_CTS_TOKEN" not in seen
+    assert stack.cts.token not in json.dumps(seen)
+    assert not [name for name in seen if name.startswith(("CSEP_KAFKA", "CSEP_CTS"))]
+    # What the runner does need did arrive.
+    assert seen["AWS_SECRET_ACCESS_KEY"] == stack.s3.secret_key
+    assert seen["CSEP_METASTORE_PASSWORD"] == stack.postgres.password
+
+
+def test_a_secret_in_an_importer_error_reaches_no_result_dead_letter_or_log(
+        stack, lane, runner_env):
+    dispatcher = lane.dispatcher()
+    lane.job("leak-1", "leaky")
+    lane.complete("leak-1")
+    [record] = lane.dead_letters(1, timeout=120)
+    assert lane.attempts("leak-1") == 1
+    secrets = [stack.s3.secret_key, stack.postgres.password, stack.cts.token]
+
+    [result] = lane.results("leak-1")
+    written = to_yaml(result)
+    assert result.error_type == "ConnectionError"
+    assert result.message == "job leak-1: cannot connect with key=<redacted> password=<redacted>"
+    assert "cannot connect with key=<redacted> password=<redacted>" in result.traceback
+
+    value = json.loads(record.value)
+    assert "connecting with key=<redacted> password=<redacted>" in value["error_dlq_trace"]
+    dlq_text = record.value.decode() + json.dumps(headers(record))
+
+    dispatcher_log = dispatcher.log(tail=10**7)
+    assert "leak-1" in dispatcher_log
+
+    # The runner's own log lines, as they leave the process (not only their tail).
+    spec_uri = lane.store.spec_uri("leak-1", "t-leak-1")
+    rerun = subprocess.run(
+        [sys.executable, "-m", "runner", spec_uri], capture_output=True, text=True, timeout=120,
+        env={**runner_env, "CSEP_IMPORTER_DIRS": str(FIXTURES),
+             "CSEP_TEST_STATE_DIR": str(lane.state_dir)})
+    assert rerun.returncode == 70
+    # Its log lines; what an importer prints to stderr itself is not a log line (a tail of
+    # it reaches the dispatcher, which redacts it: see the DLQ trace above).
+    log_lines = [line for line in rerun.stderr.splitlines() if line.startswith("{")]
+    runner_log = [json.loads(line) for line in log_lines]
+    assert {"job leak-1: connecting with key=<redacted> password=<redacted>",
+            "failed: ConnectionError: job leak-1: cannot connect with key=<redacted> "
+            "password=<redacted>"} <= {line["message"] for line in runner_log}
+
+    for index, secret in enumerate(secrets):
+        for where, text in [("result", written), ("DLQ record", dlq_text),
+                            ("dispatcher log", dispatcher_log),
+                            ("runner log", "\n".join(log_lines))]:
+            assert secret not in text, f"secret {index} in the {where}"
