@@ -28,12 +28,13 @@ def make_launcher(settings: LauncherSettings):
     if settings.kind == "docker":
         docker = settings.docker
         return DockerLauncher(docker.image, network=docker.network, pass_env=docker.pass_env,
-                              extra_args=docker.extra_args)
+                              extra_args=docker.extra_args,
+                              call_timeout=docker.call_timeout_seconds)
     if settings.kind == "kubernetes":
         from dispatcher.kubernetes import KubernetesLauncher
 
         return KubernetesLauncher(settings.kubernetes)
-    return SubprocessLauncher()
+    return SubprocessLauncher(pass_env=settings.subprocess.pass_env)
 
 
 def build(config: Config):
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except configuration.ConfigError as error:
         print(f"dispatcher: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, secrets=[config.cts_token])
     dispatcher = build(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _: (log.info("signal %s: shutting down", number),

@@ -21,6 +21,7 @@ import yaml
 
 from common.convert import StructureError, converter, positive, structure
 from dispatcher.kubernetes import KubernetesSettings
+from dispatcher.launchers import RUNNER_ENV
 
 ENV_PREFIX = "CSEP_"
 TOKEN_VARIABLE = "CSEP_CTS_TOKEN"
@@ -64,6 +65,13 @@ class RetrySettings:
 
 
 @attrs.frozen
+class SubprocessSettings:
+    #: Name patterns (``fnmatch``: ``LC_*``) of the dispatcher's environment variables a
+    #: runner process gets; everything else, the CTS token first, stays with the dispatcher.
+    pass_env: tuple[str, ...] = RUNNER_ENV
+
+
+@attrs.frozen
 class DockerSettings:
     image: str = "ghcr.io/kbase/cdm-spark-events-runner:latest"
     network: str | None = None
@@ -74,6 +82,8 @@ class DockerSettings:
         "CSEP_SPARK_MASTER", "CSEP_WAREHOUSE_DIR", "CSEP_METASTORE_URL",
         "CSEP_METASTORE_USER", "CSEP_METASTORE_PASSWORD", "CSEP_IMPORTER_DIRS")
     extra_args: tuple[str, ...] = ()
+    #: Deadline of each docker call the dispatcher waits for (inspect, logs, kill, rm).
+    call_timeout_seconds: float = attrs.field(default=30.0, validator=positive)
 
 
 @attrs.frozen
@@ -81,6 +91,7 @@ class LauncherSettings:
     """Which launcher starts runners. A new kind adds its own settings field here."""
 
     kind: Literal["subprocess", "docker", "kubernetes"] = "subprocess"
+    subprocess: SubprocessSettings = SubprocessSettings()
     docker: DockerSettings = DockerSettings()
     #: Required when ``kind`` is ``kubernetes`` (``image`` has no default).
     kubernetes: KubernetesSettings | None = None

@@ -5,6 +5,9 @@ The value is the original message's JSON object with ``error_dlq`` (a one-line r
 JSON object is carried byte for byte. The key is the original key. Headers carry the
 context the way Kafka Connect's dead-letter queues do (``__connect.errors.*``), plus the
 spec, the attempts and the last exit code of the import (``__csep.errors.*``).
+
+What the dispatcher adds (``error_dlq``, ``error_dlq_trace``, every header) is redacted
+(:mod:`common.redaction`): a runner's stderr tail may quote a credential.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import attrs
 
 from common.faults import calling
+from common.redaction import Redactor
 
 
 @attrs.frozen
@@ -40,13 +44,20 @@ MINIMAL_VALUE_BYTES = 65536
 
 
 def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None, failure: Failure, minimal: bool = False) -> DeadLetter:
-    """The DLQ record for the message at ``topic/partition/offset``.
+                value: bytes | None, failure: Failure, minimal: bool = False,
+                redact: Redactor | None = None) -> DeadLetter:
+    """The DLQ record for the message at ``topic/partition/offset``, with the values of
+    ``redact`` (default: the credentials of this process's environment) removed from
+    what the dispatcher adds.
 
     ``minimal`` is the fallback when Kafka refused the full record (too large): no trace,
     the original value cut to :data:`MINIMAL_VALUE_BYTES` and carried as it was, and a
     ``__csep.errors.value.truncated`` header with the original size. The coordinates
     still lead to the original message."""
+    redact = Redactor.from_env() if redact is None else redact
+    failure = attrs.evolve(failure, reason=redact(failure.reason), trace=redact(failure.trace),
+                           error_class=redact(failure.error_class),
+                           spec_uri=None if failure.spec_uri is None else redact(failure.spec_uri))
     headers = _headers(topic=topic, partition=partition, offset=offset, failure=failure)
     if not minimal:
         return DeadLetter(key=key, value=_value(value, failure), headers=headers)

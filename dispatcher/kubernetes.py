@@ -7,6 +7,12 @@ code, exactly as with the subprocess and Docker launchers. The dispatcher's time
 becomes the Job's ``activeDeadlineSeconds``, so Kubernetes enforces it even if the
 dispatcher is gone.
 
+Each Job is named after its spec and attempt (:func:`job_name`): a dispatcher restarted
+while its predecessor's runner still runs gets 409 Conflict when it launches the same
+attempt, and adopts the existing Job instead of starting a second runner. Every API call
+has a deadline; an API server that fails or cannot be reached is a ``LaunchError`` at
+launch and "no news yet" while polling.
+
 Credentials reach the runner only through ``envFrom`` a named Secret: the manifest
 carries the Secret's name, never a value. Non-secret settings (S3 endpoint, Spark
 master, metastore URL, ...) come from a named ConfigMap and/or plain ``env`` entries.
@@ -18,8 +24,10 @@ the runner container exited with 0..128  ``exit_code`` as is (0, 64, 65, 75, ...
 it exited with 128+N (137 = SIGKILL,     ``exit_code=None, signal=N``: killed, e.g.
 OOMKilled)                               out of memory; the reason is in ``stderr_tail``
 the Job hit activeDeadlineSeconds        ``exit_code=None, timed_out=True``
-the pod cannot start (ImagePullBackOff,  the Job is deleted; ``exit_code=None`` with the
-InvalidImageName, a missing Secret...)   reason: an infrastructure failure, retried
+the pod cannot start (ImagePullBackOff,  the Job is deleted; ``exit_code=None,
+InvalidImageName, a missing Secret...;   infrastructure="kubernetes"`` with the reason:
+ErrImagePull or Unschedulable once they  the runner never ran, so the attempt is not
+lasted ``pending_limit_seconds``)        spent
 the Job vanished or was deleted          ``exit_code=None``
 ======================================  ==============================================
 
@@ -28,12 +36,16 @@ Requires the ``kubernetes`` extra (``pip install 'cdm-spark-events[kubernetes]'`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
 import signal
+import time
+from collections.abc import Callable
 
 import attrs
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -51,12 +63,16 @@ ANNOTATION_JOB_ID = "cdm-spark-events.kbase.us/job-id"
 CONTAINER_NAME = "runner"
 
 # Waiting reasons after which the pod will not start without someone changing something
-# (the image, the Secret, the ConfigMap); ErrImagePull is not among them because the
-# kubelet retries it and reports ImagePullBackOff once it gives up for a while.
+# (the image, the Secret, the ConfigMap).
 _STUCK_REASONS = frozenset({
     "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
     "CreateContainerError",
 })
+# Conditions the cluster may still resolve (a registry hiccup, a node being added): they
+# end the attempt only once they have lasted KubernetesSettings.pending_limit_seconds.
+_SLOW_REASONS = frozenset({"ErrImagePull", "Unschedulable"})
+# What the client raises when it cannot reach the API server or the server fails.
+_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
 _LOG_TAIL_LINES = 40
 
 
@@ -88,7 +104,11 @@ class KubernetesSettings:
                                     keep it well above the dispatcher's poll interval
     ``memory``                      memory request and limit of the runner container
     ``image_pull_policy``           ``IfNotPresent``, ``Always`` or ``Never``
-    ``name_prefix``                 start of each Job's generated name
+    ``name_prefix``                 start of each Job's name
+    ``request_timeout_seconds``     deadline of every API call
+    ``poll_interval_seconds``       running Jobs are listed at most this often
+    ``pending_limit_seconds``       how long a pod may stay unschedulable or fail to
+                                    pull its image before the attempt is given up
     """
 
     image: str
@@ -103,6 +123,9 @@ class KubernetesSettings:
         default="IfNotPresent",
         validator=attrs.validators.in_(("IfNotPresent", "Always", "Never")))
     name_prefix: str = "csep-runner"
+    request_timeout_seconds: float = 10.0
+    poll_interval_seconds: float = 10.0
+    pending_limit_seconds: float = 300.0
 
 
 def label_value(text: str) -> str:
@@ -115,6 +138,16 @@ def label_value(text: str) -> str:
 def _name_part(text: str, length: int) -> str:
     """A lowercase DNS-label fragment of ``text`` for generated Job names."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:length].strip("-") or "x"
+
+
+def job_name(settings: KubernetesSettings, request: LaunchRequest) -> str:
+    """``<prefix>-<job id>-<hash of the spec URI>-a<attempt>``, a valid Job name (at most
+    63 characters): the same for the same attempt in any dispatcher process, so a
+    restarted dispatcher meets its predecessor's Job (409) instead of making a second."""
+    digest = hashlib.sha256(request.spec_uri.encode()).hexdigest()[:10]
+    tail = f"-{digest}-a{request.attempt}"
+    head = f"{_name_part(settings.name_prefix, 20)}-{_name_part(request.job_id, 24)}"
+    return (head[:63 - len(tail)].rstrip("-") + tail).lower()
 
 
 def job_manifest(settings: KubernetesSettings, request: LaunchRequest) -> k8s.V1Job:
@@ -162,8 +195,7 @@ def job_manifest(settings: KubernetesSettings, request: LaunchRequest) -> k8s.V1
         api_version="batch/v1",
         kind="Job",
         metadata=k8s.V1ObjectMeta(
-            generate_name=(f"{settings.name_prefix}-{_name_part(request.job_id, 24)}"
-                           f"-a{request.attempt}-"),
+            name=job_name(settings, request),
             namespace=settings.namespace,
             labels=labels,
             annotations=annotations),
@@ -178,15 +210,23 @@ def job_manifest(settings: KubernetesSettings, request: LaunchRequest) -> k8s.V1
     )
 
 
+APP_SELECTOR = f"app.kubernetes.io/name={APP_NAME}"
+
+
 class KubernetesLauncher:
     """Launches runners as Jobs through the Kubernetes API.
 
     ``batch`` and ``core`` default to API objects configured from the pod's service
     account (in a cluster) or from ``~/.kube/config``; tests pass recording doubles.
+
+    Handles do not call the API each: the launcher lists all runner Jobs and their pods
+    (one list call each, by label) at most every ``poll_interval_seconds``, and every
+    handle reads its Job from that snapshot.
     """
 
     def __init__(self, settings: KubernetesSettings, batch: k8s.BatchV1Api | None = None,
-                 core: k8s.CoreV1Api | None = None) -> None:
+                 core: k8s.CoreV1Api | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if batch is None or core is None:
             api_client = _default_api_client()
             batch = batch or k8s.BatchV1Api(api_client)
@@ -194,95 +234,179 @@ class KubernetesLauncher:
         self.settings = settings
         self._batch = batch
         self._core = core
+        self._clock = clock
+        self._listed_at: float | None = None
+        self._jobs: dict[str, k8s.V1Job] = {}
+        self._pods: dict[str, list[k8s.V1Pod]] = {}
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.request_timeout_seconds
 
     def launch(self, request: LaunchRequest) -> KubernetesJobHandle:
-        """Create the Job; raise ``LaunchError`` if the API refuses it or cannot be reached."""
-        body = job_manifest(self.settings, request)
-        try:
-            created = self._batch.create_namespaced_job(self.settings.namespace, body)
-        except ApiException as exc:
-            raise LaunchError(f"Kubernetes refused the runner Job for job {request.job_id} "
-                              f"attempt {request.attempt}: HTTP {exc.status} {exc.reason}: "
-                              f"{(exc.body or '')[:500]}") from exc
-        except OSError as exc:
-            raise LaunchError(f"Kubernetes API unreachable launching job {request.job_id} "
-                              f"attempt {request.attempt}: {exc}") from exc
-        name = created.metadata.name
-        log.info("launched Kubernetes Job %s/%s for %s", self.settings.namespace, name,
-                 request.spec_uri)
-        return KubernetesJobHandle(name, self.settings.namespace, self._batch, self._core)
+        """Create the attempt's Job, or adopt it if a previous dispatcher created it.
 
-
-class KubernetesJobHandle:
-    """One submitted Job; see the module docstring for how its end maps to RunnerExit."""
-
-    def __init__(self, name: str, namespace: str, batch: k8s.BatchV1Api,
-                 core: k8s.CoreV1Api) -> None:
-        self.name = name
-        self.namespace = namespace
-        self._batch = batch
-        self._core = core
-        self._exit: RunnerExit | None = None
-
-    def poll(self) -> RunnerExit | None:
-        """The runner's exit once the Job has finished, else None.
-
-        One or two short API reads; an API error counts as "no news yet", because a
-        flaky API server says nothing about the runner.
+        Raises ``LaunchError`` if the API refuses the Job, fails (5xx, 401, 403), cannot be
+        reached or does not answer within ``request_timeout_seconds``.
         """
-        if self._exit is not None:
-            return self._exit
+        body = job_manifest(self.settings, request)
+        name, namespace = body.metadata.name, self.settings.namespace
+        what = f"the runner Job {namespace}/{name} (job {request.job_id} attempt {request.attempt})"
         try:
-            self._exit = self._read_exit()
+            self._batch.create_namespaced_job(namespace, body, _request_timeout=self._timeout)
+            log.info("launched Kubernetes Job %s/%s for %s", namespace, name, request.spec_uri)
         except ApiException as exc:
-            if exc.status == 404:
-                self._exit = RunnerExit(exit_code=None, stderr_tail=(
-                    f"Kubernetes Job {self.namespace}/{self.name} disappeared before "
-                    "its end was seen"))
-            else:
-                log.warning("Kubernetes API error polling Job %s/%s: HTTP %s %s",
-                            self.namespace, self.name, exc.status, exc.reason)
-        except OSError as exc:
-            log.warning("Kubernetes API unreachable polling Job %s/%s: %s",
-                        self.namespace, self.name, exc)
-        return self._exit
+            if exc.status != 409:
+                raise LaunchError(f"Kubernetes refused {what}: HTTP {exc.status} {exc.reason}: "
+                                  f"{(exc.body or '')[:500]}") from exc
+            self._adopt(name, what)
+        except _UNREACHABLE as exc:
+            raise LaunchError(f"Kubernetes API unreachable creating {what}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        return KubernetesJobHandle(name, self, created_at=self._clock())
 
-    def kill(self) -> None:
-        """Delete the Job and its pod (Kubernetes sends SIGTERM, then SIGKILL)."""
-        self._delete()
-        if self._exit is None:
-            self._exit = RunnerExit(exit_code=None, signal=int(signal.SIGKILL), stderr_tail=(
-                f"Kubernetes Job {self.namespace}/{self.name} deleted by the dispatcher"))
+    def _adopt(self, name: str, what: str) -> None:
+        try:
+            existing = self._batch.read_namespaced_job(name, self.settings.namespace,
+                                                       _request_timeout=self._timeout)
+        except (ApiException, *_UNREACHABLE) as exc:
+            raise LaunchError(f"{what} exists but cannot be read: {exc}") from exc
+        if existing.metadata.deletion_timestamp is not None:
+            raise LaunchError(f"{what} is still being deleted; launch again later")
+        log.info("adopted the existing Kubernetes Job %s/%s", self.settings.namespace, name)
 
-    def _read_exit(self) -> RunnerExit | None:
-        job = self._batch.read_namespaced_job_status(self.name, self.namespace)
-        failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
-        if failed is not None and failed.reason == "DeadlineExceeded":
-            return RunnerExit(exit_code=None, timed_out=True, stderr_tail=(
-                f"Kubernetes Job {self.name}: {failed.message or 'DeadlineExceeded'}"))
-        finished = (job.status and (job.status.succeeded or job.status.failed)) or failed
-        pod = self._pod()
-        status = _runner_status(pod)
-        if finished or (status and status.state and status.state.terminated):
-            return self._terminated_exit(pod, status)
-        waiting = status.state.waiting if status and status.state else None
-        if waiting is not None and waiting.reason in _STUCK_REASONS:
-            # The pod would wait until the deadline; free the slot and let the dispatcher
-            # retry (or dead-letter) like any other infrastructure failure.
-            self._delete()
-            return RunnerExit(exit_code=None, stderr_tail=(
-                f"runner pod {pod.metadata.name} cannot start: {waiting.reason}: "
-                f"{waiting.message or ''}".rstrip(": ")))
-        return None
+    def snapshot(self) -> float | None:
+        """List the runner Jobs and pods unless that was done less than
+        ``poll_interval_seconds`` ago; return the time of the latest listing (None before
+        the first that succeeded). API failures are logged and leave the last snapshot."""
+        now = self._clock()
+        if self._listed_at is not None and now - self._listed_at < self.settings.poll_interval_seconds:
+            return self._listed_at
+        namespace = self.settings.namespace
+        try:
+            jobs = self._batch.list_namespaced_job(namespace, label_selector=APP_SELECTOR,
+                                                   _request_timeout=self._timeout).items
+            pods = self._core.list_namespaced_pod(namespace, label_selector=APP_SELECTOR,
+                                                  _request_timeout=self._timeout).items
+        except (ApiException, *_UNREACHABLE) as exc:
+            log.warning("cannot list runner Jobs in %s (will try again): %s: %s", namespace,
+                        type(exc).__name__, str(exc)[:300])
+            return self._listed_at
+        self._jobs = {job.metadata.name: job for job in jobs}
+        self._pods = {}
+        for pod in pods:
+            owner = (pod.metadata.labels or {}).get("job-name")
+            if owner:
+                self._pods.setdefault(owner, []).append(pod)
+        self._listed_at = now
+        return now
 
-    def _pod(self) -> k8s.V1Pod | None:
-        pods = self._core.list_namespaced_pod(
-            self.namespace, label_selector=f"job-name={self.name}").items
+    def job(self, name: str) -> k8s.V1Job | None:
+        return self._jobs.get(name)
+
+    def pod(self, name: str) -> k8s.V1Pod | None:
+        pods = self._pods.get(name)
         if not pods:
             return None
         # With backoffLimit 0 there is one pod, but a replaced pod (node loss) adds another.
         return max(pods, key=lambda p: (p.metadata.creation_timestamp.timestamp()
                                         if p.metadata.creation_timestamp else 0.0))
+
+    def log_tail(self, pod: k8s.V1Pod | None) -> str:
+        if pod is None:
+            return ""
+        try:
+            return self._core.read_namespaced_pod_log(
+                pod.metadata.name, self.settings.namespace, container=CONTAINER_NAME,
+                tail_lines=_LOG_TAIL_LINES, _request_timeout=self._timeout) or ""
+        except (ApiException, *_UNREACHABLE) as exc:
+            return f"(runner log unavailable: {exc})"
+
+    def delete(self, name: str) -> None:
+        try:
+            self._batch.delete_namespaced_job(
+                name, self.settings.namespace, propagation_policy="Background",
+                _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("could not delete Kubernetes Job %s/%s: HTTP %s %s",
+                            self.settings.namespace, name, exc.status, exc.reason)
+        except _UNREACHABLE as exc:
+            log.warning("could not delete Kubernetes Job %s/%s: %s", self.settings.namespace,
+                        name, exc)
+
+
+class KubernetesJobHandle:
+    """One submitted (or adopted) Job; see the module docstring for how its end maps to
+    RunnerExit. Reads the launcher's paced snapshot: never an API call per poll."""
+
+    def __init__(self, name: str, launcher: KubernetesLauncher, created_at: float) -> None:
+        self.name = name
+        self.namespace = launcher.settings.namespace
+        self._launcher = launcher
+        self._created_at = created_at
+        self._seen = False
+        self._misses = 0
+        self._last_listing: float | None = None
+        self._slow_since: float | None = None
+        self._exit: RunnerExit | None = None
+
+    def poll(self) -> RunnerExit | None:
+        """The runner's exit once the Job has finished, else None (also when the API
+        cannot be reached: that says nothing about the runner)."""
+        if self._exit is not None:
+            return self._exit
+        listed_at = self._launcher.snapshot()
+        if listed_at is None or listed_at < self._created_at:
+            return None
+        job = self._launcher.job(self.name)
+        if job is None:
+            if listed_at == self._last_listing:
+                return None
+            self._last_listing = listed_at
+            # A listing may lag a create by a moment: absent from three listings, or from
+            # one after being seen, the Job is gone.
+            self._misses += 1
+            if self._seen or self._misses > 2:
+                self._exit = RunnerExit(exit_code=None, stderr_tail=(
+                    f"Kubernetes Job {self.namespace}/{self.name} disappeared before "
+                    "its end was seen"))
+            return self._exit
+        self._seen, self._misses = True, 0
+        self._exit = self._read_exit(job, self._launcher.pod(self.name), listed_at)
+        return self._exit
+
+    def kill(self) -> None:
+        """Delete the Job and its pod (Kubernetes sends SIGTERM, then SIGKILL)."""
+        self._launcher.delete(self.name)
+        if self._exit is None:
+            self._exit = RunnerExit(exit_code=None, signal=int(signal.SIGKILL), stderr_tail=(
+                f"Kubernetes Job {self.namespace}/{self.name} deleted by the dispatcher"))
+
+    def _read_exit(self, job: k8s.V1Job, pod: k8s.V1Pod | None,
+                   now: float) -> RunnerExit | None:
+        failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+        if failed is not None and failed.reason == "DeadlineExceeded":
+            return RunnerExit(exit_code=None, timed_out=True, stderr_tail=(
+                f"Kubernetes Job {self.name}: {failed.message or 'DeadlineExceeded'}"))
+        finished = (job.status and (job.status.succeeded or job.status.failed)) or failed
+        status = _runner_status(pod)
+        if finished or (status and status.state and status.state.terminated):
+            return self._terminated_exit(pod, status)
+        reason, message = _not_starting(pod, status)
+        if reason is None:
+            self._slow_since = None
+            return None
+        if reason in _SLOW_REASONS:
+            self._slow_since = self._slow_since if self._slow_since is not None else now
+            if now - self._slow_since < self._launcher.settings.pending_limit_seconds:
+                return None
+        # The pod would wait until the deadline; free the slot. The runner never ran, so
+        # the attempt is not spent (the next launch of it creates the Job anew).
+        self._launcher.delete(self.name)
+        return RunnerExit(exit_code=None, infrastructure="kubernetes", stderr_tail=(
+            f"runner pod {pod.metadata.name} cannot start: {reason}: "
+            f"{message or ''}".rstrip(": ")))
 
     def _terminated_exit(self, pod: k8s.V1Pod | None,
                          status: k8s.V1ContainerStatus | None) -> RunnerExit:
@@ -291,7 +415,7 @@ class KubernetesJobHandle:
             return RunnerExit(exit_code=None, stderr_tail=(
                 f"Kubernetes Job {self.name} finished but its runner container left no "
                 "exit status (pod evicted or deleted?)"))
-        tail = self._log_tail(pod)
+        tail = self._launcher.log_tail(pod)
         if terminated.reason and terminated.reason not in ("Completed", "Error"):
             tail = f"{tail}\n[{terminated.reason}] {terminated.message or ''}".strip()
         code = terminated.exit_code
@@ -302,24 +426,19 @@ class KubernetesJobHandle:
             return RunnerExit(exit_code=None, signal=code - 128, stderr_tail=tail)
         return RunnerExit(exit_code=code, stderr_tail=tail)
 
-    def _log_tail(self, pod: k8s.V1Pod | None) -> str:
-        if pod is None:
-            return ""
-        try:
-            return self._core.read_namespaced_pod_log(
-                pod.metadata.name, self.namespace, container=CONTAINER_NAME,
-                tail_lines=_LOG_TAIL_LINES) or ""
-        except (ApiException, OSError) as exc:
-            return f"(runner log unavailable: {exc})"
 
-    def _delete(self) -> None:
-        try:
-            self._batch.delete_namespaced_job(
-                self.name, self.namespace, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("could not delete Kubernetes Job %s/%s: HTTP %s %s",
-                            self.namespace, self.name, exc.status, exc.reason)
+def _not_starting(pod: k8s.V1Pod | None,
+                  status: k8s.V1ContainerStatus | None) -> tuple[str | None, str | None]:
+    """Why the runner's pod is not starting, if it is stuck: a waiting reason of the
+    container, or an Unschedulable pod condition."""
+    waiting = status.state.waiting if status and status.state else None
+    if waiting is not None and waiting.reason in _STUCK_REASONS | _SLOW_REASONS:
+        return waiting.reason, waiting.message
+    for condition in (pod.status.conditions if pod and pod.status else None) or ():
+        if (condition.type == "PodScheduled" and condition.status == "False"
+                and condition.reason == "Unschedulable"):
+            return condition.reason, condition.message
+    return None, None
 
 
 def _condition(job: k8s.V1Job, kind: str) -> k8s.V1JobCondition | None:

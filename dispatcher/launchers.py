@@ -8,7 +8,11 @@ so it can keep consuming Kafka while runners work.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +25,9 @@ from typing import Protocol
 import attrs
 
 from common.process import die_with_parent
+from common.redaction import Redactor
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -83,7 +90,13 @@ class ProcessHandle:
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str],
                  timeout_seconds: float | None,
-                 on_kill: Callable[[], None] | None = None) -> None:
+                 on_kill: Callable[[], None] | None = None,
+                 on_exit: Callable[[RunnerExit], RunnerExit] | None = None,
+                 redact: Redactor | None = None) -> None:
+        # The tail leaves the process (result file, DLQ record): no credential of the
+        # environment the runner was given may be in it.
+        self._redact = Redactor.from_env(env) if redact is None else redact
+        self._on_exit = on_exit
         self._output = tempfile.TemporaryFile()
         try:
             self._process = subprocess.Popen(
@@ -109,10 +122,11 @@ class ProcessHandle:
             code = self._process.wait()
         if code is None:
             return None
-        self._exit = RunnerExit(
+        ended = RunnerExit(
             exit_code=None if code < 0 or self._timed_out else code,
             signal=-code if code < 0 else (signal.SIGKILL if self._timed_out else None),
             timed_out=self._timed_out, stderr_tail=self._tail())
+        self._exit = self._on_exit(ended) if self._on_exit else ended
         return self._exit
 
     def kill(self) -> None:
@@ -129,21 +143,68 @@ class ProcessHandle:
         self._output.seek(max(0, size - _TAIL_BYTES))
         text = self._output.read().decode("utf-8", errors="replace")
         self._output.close()
-        return text
+        return self._redact(text)
+
+
+class EndedHandle:
+    """A runner found already ended (an adopted container that exited meanwhile)."""
+
+    def __init__(self, ended: RunnerExit) -> None:
+        self._exit = ended
+
+    def poll(self) -> RunnerExit:
+        return self._exit
+
+    def kill(self) -> None:
+        pass
+
+
+#: The default environment of a subprocess runner (``fnmatch`` patterns of names): what
+#: Spark, S3, the metastore and the importers need, nothing of the dispatcher's own (its
+#: ``CSEP_CTS_TOKEN`` above all, and its ``CSEP_KAFKA__*``-style settings).
+RUNNER_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR",
+    "JAVA_HOME", "PYTHONPATH", "VIRTUAL_ENV", "SPARK_*", "PYSPARK_*", "HADOOP_*",
+    "AWS_*", "CSEP_S3_*", "CSEP_SPARK_*", "CSEP_WAREHOUSE_DIR", "CSEP_METASTORE_*",
+    "CSEP_IMPORTER_DIRS", "CSEP_LOG_LEVEL",
+)
+
+
+def allowed_environment(environ: Mapping[str, str], pass_env: Sequence[str]) -> dict[str, str]:
+    """The variables of ``environ`` whose names match one of the ``pass_env`` patterns."""
+    patterns = [re.compile(fnmatch.translate(p)) for p in pass_env]
+    return {k: v for k, v in environ.items() if any(p.match(k) for p in patterns)}
 
 
 class SubprocessLauncher:
-    """Runs ``python -m runner <spec-uri>`` as a child process with this process's
-    environment (which holds the credentials the runner needs)."""
+    """Runs ``python -m runner <spec-uri>`` as a child process.
+
+    The child gets only the variables of this process's environment that ``pass_env``
+    allows (name patterns, default :data:`RUNNER_ENV`): the S3 and metastore credentials
+    the runner needs, not the CTS token the importer code has no business seeing.
+    """
 
     def __init__(self, command: Sequence[str] = (sys.executable, "-m", "runner"),
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 pass_env: Sequence[str] = RUNNER_ENV) -> None:
         self.command = tuple(command)
         self.environ = environ
+        self.pass_env = tuple(pass_env)
+
+    def environment(self) -> dict[str, str]:
+        """The runner's environment."""
+        return allowed_environment(os.environ if self.environ is None else self.environ,
+                                   self.pass_env)
 
     def launch(self, request: LaunchRequest) -> ProcessHandle:
-        env = dict(os.environ if self.environ is None else self.environ)
-        return ProcessHandle([*self.command, request.spec_uri], env, request.timeout_seconds)
+        return ProcessHandle([*self.command, request.spec_uri], self.environment(),
+                             request.timeout_seconds)
+
+
+#: ``docker run``/``docker start`` exit with 125 when the daemon fails them: no such
+#: image, a pull refused, a name in use, a bad option. The runner never ran.
+DOCKER_FAILED = 125
+_NO_SUCH_CONTAINER = re.compile(r"no such (object|container)", re.IGNORECASE)
 
 
 class DockerLauncher:
@@ -151,21 +212,33 @@ class DockerLauncher:
 
     Credentials are passed as ``-e NAME`` (name only): docker copies the value from its
     client's environment, so it is neither on the command line nor in the spec.
+
+    A container is named after its spec and attempt (:meth:`container_name`), so a
+    dispatcher restarted while its predecessor's runner still runs finds that container
+    and follows it (``docker attach``, or ``docker start -a`` if it was created but never
+    started) instead of starting a second runner on the same attempt. Every docker call
+    made while launching has a deadline of ``call_timeout`` seconds.
     """
 
     def __init__(self, image: str, *, network: str | None = None,
                  pass_env: Sequence[str] = (), extra_args: Sequence[str] = (),
-                 docker: str = "docker", environ: Mapping[str, str] | None = None) -> None:
+                 docker: str = "docker", environ: Mapping[str, str] | None = None,
+                 call_timeout: float = 30.0) -> None:
         self.image = image
         self.network = network
         self.pass_env = tuple(pass_env)
         self.extra_args = tuple(extra_args)
         self.docker = docker
         self.environ = environ
+        self.call_timeout = call_timeout
 
-    def container_name(self, request: LaunchRequest) -> str:
-        safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in request.job_id)
-        return f"csep-{safe}-{request.attempt}-{os.getpid()}"
+    @staticmethod
+    def container_name(request: LaunchRequest) -> str:
+        """``csep-<job id>-<hash of the spec URI>-a<attempt>``: the same for the same
+        attempt in any dispatcher process, distinct across specs and attempts."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "-", request.job_id)[:40].strip("-_.") or "job"
+        digest = hashlib.sha256(request.spec_uri.encode()).hexdigest()[:12]
+        return f"csep-{safe}-{digest}-a{request.attempt}"
 
     def command(self, request: LaunchRequest) -> list[str]:
         """The exact ``docker run`` argument list for ``request``."""
@@ -177,16 +250,70 @@ class DockerLauncher:
         argv += [*self.extra_args, self.image, request.spec_uri]
         return argv
 
-    def launch(self, request: LaunchRequest) -> ProcessHandle:
+    def launch(self, request: LaunchRequest) -> ProcessHandle | EndedHandle:
+        """Start the attempt's container, or follow the one already there.
+
+        Raises ``LaunchError`` when there is no docker executable or the daemon cannot
+        say whether the container exists (unreachable, too slow).
+        """
         if shutil.which(self.docker) is None:
             raise LaunchError(f"no {self.docker!r} executable on PATH")
         env = dict(os.environ if self.environ is None else self.environ)
         name = self.container_name(request)
+        state = self._state(name, env)
 
         def stop_container() -> None:
             # Killing the client alone would leave the container running.
-            subprocess.run([self.docker, "kill", name], env=env, capture_output=True,
-                           timeout=30, check=False)
+            try:
+                self._call(["kill", name], env, check=False)
+            except LaunchError as error:
+                log.warning("could not kill container %s: %s", name, error)
 
-        return ProcessHandle(self.command(request), env, request.timeout_seconds,
-                             on_kill=stop_container)
+        def classify(ended: RunnerExit) -> RunnerExit:
+            if ended.exit_code == DOCKER_FAILED:
+                return attrs.evolve(ended, exit_code=None, infrastructure="docker")
+            return ended
+
+        def follow(argv: list[str]) -> ProcessHandle:
+            return ProcessHandle(argv, env, request.timeout_seconds, on_kill=stop_container,
+                                 on_exit=classify)
+
+        if state is None:
+            return follow(self.command(request))
+        status, exit_code = state
+        if status == "created":
+            return follow([self.docker, "start", "--attach", name])
+        if status in ("running", "restarting", "paused"):
+            # attach exits with the container's own exit code once it ends.
+            return follow([self.docker, "attach", "--no-stdin", "--sig-proxy=false", name])
+        # Exited (or dead) before this dispatcher saw it end: its output and code remain.
+        logs = self._call(["logs", "--tail", "200", name], env, check=False)
+        self._call(["rm", "--force", name], env, check=False)
+        tail = Redactor.from_env(env)((logs.stdout or "") + (logs.stderr or ""))[-_TAIL_BYTES:]
+        return EndedHandle(classify(RunnerExit(exit_code=exit_code, stderr_tail=tail)))
+
+    def _state(self, name: str, env: Mapping[str, str]) -> tuple[str, int] | None:
+        """The container's status and exit code, or None when there is no such container."""
+        inspected = self._call(
+            ["container", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name],
+            env, check=False)
+        if inspected.returncode != 0:
+            if _NO_SUCH_CONTAINER.search(inspected.stderr or ""):
+                return None
+            raise LaunchError(f"docker cannot inspect container {name} (exit "
+                              f"{inspected.returncode}): {(inspected.stderr or '').strip()[:500]}")
+        status, _, code = inspected.stdout.strip().partition(" ")
+        return status, int(code or 0)
+
+    def _call(self, args: list[str], env: Mapping[str, str],
+              check: bool) -> subprocess.CompletedProcess:
+        argv = [self.docker, *args]
+        try:
+            return subprocess.run(argv, env=dict(env), capture_output=True, text=True,
+                                  timeout=self.call_timeout, check=check,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as error:
+            raise LaunchError(f"{' '.join(argv[:3])} did not answer within "
+                              f"{self.call_timeout}s") from error
+        except OSError as error:
+            raise LaunchError(f"cannot run {self.docker!r}: {error}") from error

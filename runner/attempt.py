@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from common.credentials import is_credential_name
+from common.redaction import Redactor
 from common.s3 import s3_client
 from registry import Registry, RegistryError
 from runner import logs
@@ -77,7 +77,7 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         unavailable = _unavailable(settings, spark_failures, error)
         if unavailable is not None:
             status, exit_code, error = unavailable.status, unavailable.exit_code, unavailable
-    redact = _redactor(environ)
+    redact = Redactor.from_env(environ)
     if error is not None:
         log.error("%s: %s: %s", status.value, type(error).__name__, redact(str(error)))
     else:
@@ -163,18 +163,6 @@ def _registered_meta(spec: JobSpec, environ: Mapping[str, str]) -> dict:
         log.warning("the spec's importer_meta differs from the registry's (%s); "
                     "running with the registry's", entry.source)
     return dict(entry.importer_meta)
-
-
-def _redactor(environ: Mapping[str, str]):
-    secrets = sorted((v for k, v in environ.items() if is_credential_name(k) and len(v) >= 6),
-                     key=len, reverse=True)
-
-    def redact(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
-
-    return redact
 
 
 def _traceback(error: BaseException) -> str:

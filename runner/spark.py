@@ -21,14 +21,22 @@ container and against a cluster; credentials never pass through a job spec:
 ``CSEP_METASTORE_PASSWORD``
 ==========================  ========================================================
 
+No credential goes into the Spark configuration, which pyspark and ``spark-submit`` put
+on the JVM's command line (readable by every local user in ``/proc/*/cmdline``): S3A reads
+the AWS variables through the SDK's environment credentials provider, and the metastore
+password is an ``${env.CSEP_METASTORE_PASSWORD}`` reference that Hadoop's configuration
+expands inside the JVM. The JVM is given these variables in its environment
+(:meth:`SparkSettings.jvm_environment`).
+
 With an ``sc://`` master the session is a Spark Connect client: S3, Delta and the
 metastore are configured on the server, and only the URL is used here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +46,12 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 _DEFAULT_JARS = Path(__file__).resolve().parent.parent / ".cache" / "jars" / "spark"
+
+#: AWS SDK v2's provider of ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (and
+#: ``AWS_SESSION_TOKEN``); hadoop-aws 3.4 takes SDK v2 providers as they are.
+ENV_CREDENTIALS_PROVIDER = (
+    "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider")
+METASTORE_PASSWORD_VARIABLE = "CSEP_METASTORE_PASSWORD"
 
 
 @attrs.frozen
@@ -102,10 +116,9 @@ class SparkSettings:
             conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
                 self.s3_endpoint_url.startswith("https")).lower()
         if self.s3_access_key and self.s3_secret_key:
-            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
-                "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
-            conf["spark.hadoop.fs.s3a.access.key"] = self.s3_access_key
-            conf["spark.hadoop.fs.s3a.secret.key"] = self.s3_secret_key
+            # The keys stay in the environment (see jvm_environment): a value set here
+            # would reach the JVM's command line, which every local user can read.
+            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = ENV_CREDENTIALS_PROVIDER
         if self.warehouse_dir:
             conf["spark.sql.warehouse.dir"] = self.warehouse_dir
         if self.metastore_url:
@@ -128,9 +141,23 @@ class SparkSettings:
                 if self.metastore_user:
                     conf["spark.hadoop.javax.jdo.option.ConnectionUserName"] = self.metastore_user
                 if self.metastore_password:
+                    # Hadoop's Configuration expands ${env.NAME} when Hive reads the
+                    # password: the JVM's command line carries the variable's name only.
                     conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] = (
-                        self.metastore_password)
+                        "${env.%s}" % METASTORE_PASSWORD_VARIABLE)
         return conf
+
+    def jvm_environment(self) -> dict[str, str]:
+        """The environment variables a classic Spark JVM (a runner's, a Connect server's)
+        needs for the credentials :meth:`spark_conf` refers to but does not contain."""
+        env = {}
+        if self.s3_access_key and self.s3_secret_key:
+            env["AWS_ACCESS_KEY_ID"] = self.s3_access_key
+            env["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_key
+        if self.metastore_url and not self.metastore_url.startswith("thrift://") and (
+                self.metastore_password):
+            env[METASTORE_PASSWORD_VARIABLE] = self.metastore_password
+        return env
 
 
 def _jar_list(value: str) -> tuple[str, ...]:
@@ -165,6 +192,23 @@ def spark_factory(settings: SparkSettings) -> Callable[..., SparkSession]:
         builder = SparkSession.builder.master(settings.master)
         for key, value in settings.spark_conf(executor_cores).items():
             builder = builder.config(key, value)
-        return builder.getOrCreate()
+        # pyspark starts the JVM with a copy of os.environ: that is how the credentials
+        # reach it without appearing on its command line.
+        with _environment(settings.jvm_environment()):
+            return builder.getOrCreate()
 
     return get_spark
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -68,8 +68,9 @@ def server_conf(settings: SparkSettings, host: str, port: int,
 class SparkConnectServer:
     """One Spark Connect server process, health-checked on its gRPC port.
 
-    The configuration (credentials included) goes to a 0600 properties file, not the
-    command line, where ``ps`` would show it.
+    The configuration goes to a 0600 properties file rather than the command line; it
+    holds no credential either: those reach the server's JVM through its environment
+    (:meth:`runner.spark.SparkSettings.jvm_environment`), as they reach a runner's.
     """
 
     def __init__(self, settings: SparkSettings, data_dir: Path, *, host: str = "127.0.0.1",
@@ -78,6 +79,7 @@ class SparkConnectServer:
         self.port = port or free_ports(1)[0]
         self.data_dir = data_dir
         self.conf = server_conf(settings, host, self.port, delta_connect_jars)
+        self._credentials = settings.jvm_environment()
         self.delta_plugins = bool(delta_connect_jars)
         self._server: ServerProcess | None = None
 
@@ -93,7 +95,7 @@ class SparkConnectServer:
         properties.chmod(0o600)
         properties.write_text("".join(f"{k} {_escape(v)}\n" for k, v in self.conf.items()))
         home = spark_home()
-        env = {**os.environ, "SPARK_HOME": str(home)}
+        env = {**os.environ, **self._credentials, "SPARK_HOME": str(home)}
         # A caller's PYSPARK_SUBMIT_ARGS or SPARK_CONF_DIR would silently change the server.
         env.pop("PYSPARK_SUBMIT_ARGS", None)
         env["SPARK_CONF_DIR"] = str(self.data_dir)

@@ -12,6 +12,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from contract.store import SpecStore
+from dispatcher.launchers import RUNNER_ENV
 from stack.dispatching import DispatcherProcess, dispatcher_config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "dispatcher_importers"
@@ -53,7 +54,11 @@ class Lane:
     def dispatcher(self, topic: str | None = None, dlq_topic: str | None = None,
                    env: dict[str, str] | None = None, **overrides: Any) -> DispatcherProcess:
         settings = {"retry": FAST_RETRY, "max_in_flight": 4, "shutdown_grace_seconds": 60,
-                    "infrastructure_budget_seconds": 120, **overrides}
+                    "infrastructure_budget_seconds": 120,
+                    # The test importers record what they did in CSEP_TEST_STATE_DIR.
+                    "launcher": {"subprocess": {
+                        "pass_env": [*RUNNER_ENV, "CSEP_TEST_STATE_DIR"]}},
+                    **overrides}
         config = dispatcher_config(
             self.stack, topic=topic or self.topic, dlq_topic=dlq_topic or self.dlq_topic,
             group_id=self.group, spec_store=self.store.base,

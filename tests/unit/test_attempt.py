@@ -3,7 +3,7 @@
 from __future__ import annotations
 from datetime import datetime
 
-from runner.attempt import _redactor, run_attempt
+from runner.attempt import run_attempt
 from runner.locations import FileLocation
 from contract.result import Status
 from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, to_yaml
@@ -43,10 +43,3 @@ def test_a_spec_cannot_choose_the_module(tmp_path):
     result = attempt(tmp_path, spec("ghcr.io/kbasetest/cdm_checkm2:0.3.0", "os"))
     assert result.exit_code == 64
     assert "registered to 'checkm2' (importers.checkm2)" in result.message
-
-
-def test_secrets_of_the_environment_are_redacted():
-    redact = _redactor({"AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "CSEP_METASTORE_PASSWORD":
-                        "pg-pass-word", "AWS_ACCESS_KEY_ID": "public-id", "HOME": "/root"})
-    assert redact("key s3cr3t-value and pg-pass-word in /root by public-id") == (
-        "key <redacted> and <redacted> in /root by public-id")
