@@ -287,10 +287,11 @@ def _exit_code(error: BaseException) -> int:
 
 
 def _classified(error: BaseException) -> str:
-    if isinstance(error, SystemExit):
-        return f"the importer called sys.exit({error.code!r})"
     status = error.status.value if isinstance(error, RunnerError) else "failed"
-    return f"{status} (exit {_exit_code(error)}): {_message(error)}"
+    # As in the runner, sys.exit() in an importer must not pass for success.
+    what = (f"the importer called sys.exit({error.code!r})" if isinstance(error, SystemExit)
+            else _message(error))
+    return f"{status} (exit {_exit_code(error)}): {what}"
 
 
 def _message(error: BaseException) -> str:
@@ -400,7 +401,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
     args = parser.parse_args(argv)
     temporary = args.warehouse is None
     root = Path(tempfile.mkdtemp(prefix="csep-sandbox-")) if temporary else args.warehouse
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"sandbox: --warehouse {root}: cannot be created: {error}", file=sys.stderr)
+        return int(ExitCode.BAD_SPEC)
     print(f"warehouse: {root.resolve()}"
           + (" (temporary; removed at exit)" if temporary and not args.keep else ""))
     jars = SparkSettings.from_env(environ).jars
