@@ -1,0 +1,136 @@
+"""The importer author's sandbox as a process: a local Spark with Delta, no servers.
+
+Each Spark run costs a JVM (half a minute or more), so each test is one sandbox process
+checked for everything it shows; the importer that fails never starts Spark.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from awscrt import checksums
+
+from common.process import die_with_parent
+from stack.local import subprocess_env
+from stack.samples import HERE as SAMPLES
+from stack.samples import report_genomes
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKM2_YAML = ROOT / "importers" / "checkm2.yaml"
+APPENDING_YAML = ROOT / "tests" / "fixtures" / "sandbox_importers" / "appending.yaml"
+FAILING_YAML = ROOT / "tests" / "fixtures" / "importers" / "failing_bug.yaml"
+
+
+def _sandbox(cwd: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    # The sandbox dies with the test run, and its JVM with it (pyspark's gateway exits when
+    # its parent's pipe closes).
+    return subprocess.run([sys.executable, "-m", "runner.sandbox", *map(str, args)],
+                          cwd=cwd, env=subprocess_env({}), capture_output=True, text=True,
+                          timeout=600, preexec_fn=die_with_parent)
+
+
+def _report(tmp_path: Path) -> Path:
+    """The sample CheckM2 report under the name the importer looks for."""
+    report = tmp_path / "inputs" / "quality_report.tsv"
+    report.parent.mkdir()
+    report.write_bytes((SAMPLES / "checkm2_quality_report.tsv").read_bytes())
+    return report
+
+
+def _job_info(stdout: str) -> dict:
+    return json.loads(re.search(r"^job_info: (.*)$", stdout, re.MULTILINE).group(1))
+
+
+def _warehouse(stdout: str) -> Path:
+    return Path(re.search(r"^warehouse: (\S+)", stdout, re.MULTILINE).group(1))
+
+
+def _shown_rows(stdout: str) -> list[dict[str, str]]:
+    """The rows of the first table Spark's show() printed, by column name."""
+    lines = [line for line in stdout.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
+            for line in lines[1:]]
+
+
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_checkm2_sample_is_imported_and_idempotent(tmp_path):
+    report = _report(tmp_path)
+    done = _sandbox(tmp_path, CHECKM2_YAML, report)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+
+    job = _job_info(out)
+    crc = checksums.crc64nvme(report.read_bytes())
+    assert job["outputs"] == [{"file": f"sandbox/{job['id']}/quality_report.tsv",
+                               "crc64nvme": base64.b64encode(crc.to_bytes(8, "big")).decode()}]
+    assert (job["user"], job["namespace_prefix"]) == ("sandbox", "u_sandbox__")
+    assert job["image"] == "ghcr.io/kbasetest/cdm_checkm2"
+    assert job["output_file_count"] == 1
+
+    assert "first run succeeded; it touched 1 table(s)" in out
+    assert "table u_sandbox__checkm2.quality_report\n" in out
+    assert "Delta version 1 (this run: v0 CREATE TABLE, v1 MERGE)" in out
+    assert "    genome_name: string not null\n" in out
+    assert "    contig_n50: bigint\n" in out
+    assert "  rows: 3\n" in out
+    rows = {row["genome_name"]: row for row in _shown_rows(out)}
+    assert sorted(rows) == sorted(report_genomes())
+    assert {row["cts_job_id"] for row in rows.values()} == {job["id"]}
+    low = rows["GCA_900111795.1"]
+    assert (low["completeness"], low["contig_n50"], low["additional_notes"]) == (
+        "62.4", "18422", "Low completeness")
+
+    # The second MERGE commits a version of its own, but changes no row.
+    assert "  u_sandbox__checkm2.quality_report: v2 MERGE" in out
+    assert _last_line(out) == "idempotent: the second run left every table as the first run did"
+    assert not _warehouse(out).exists()
+    # Nothing of Spark, Derby or Hive lands in the working directory.
+    assert [p.name for p in tmp_path.iterdir()] == ["inputs"]
+
+
+def test_appending_importer_is_not_idempotent(tmp_path):
+    report = _report(tmp_path)
+    warehouse = tmp_path / "warehouse"
+    done = _sandbox(tmp_path, APPENDING_YAML, report, "--warehouse", warehouse)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert _last_line(done.stderr) == (
+        "sandbox: not idempotent: the second run changed "
+        "u_sandbox__sandbox_tests.lines: 4 -> 8 rows")
+    out = done.stdout
+    # The first run read the report through s3a:// and wrote its 4 lines.
+    assert "table u_sandbox__sandbox_tests.lines\n" in out
+    assert "  rows: 4\n" in out
+    assert "NOT IDEMPOTENT" in out
+    # --warehouse is kept: the tables, the metastore and the job's outputs as bucket/key.
+    job = _job_info(out)
+    staged = warehouse / "s3" / job["outputs"][0]["file"]
+    assert staged.read_bytes() == report.read_bytes()
+    assert (warehouse / "tables" / "u_sandbox__sandbox_tests.db" / "lines" / "_delta_log").is_dir()
+    assert (warehouse / "metastore_db").is_dir()
+
+
+def test_failing_importer_exits_with_the_runners_code(tmp_path):
+    # This importer raises before asking for Spark: no JVM.
+    done = _sandbox(tmp_path, FAILING_YAML, SAMPLES / "checkm2_quality_report.tsv", "--keep")
+    job = _job_info(done.stdout)
+    assert done.returncode == 70
+    assert _last_line(done.stderr) == (
+        f"sandbox: the first run failed: failed (exit 70): ZeroDivisionError: "
+        f"job {job['id']}: a bug in the importer")
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "first run succeeded" not in done.stdout
+    kept = _warehouse(done.stdout)
+    try:
+        assert (kept / "s3" / job["outputs"][0]["file"]).is_file()
+    finally:
+        shutil.rmtree(kept)

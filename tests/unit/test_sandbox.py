@@ -1,0 +1,124 @@
+"""The sandbox's pieces that need no Spark: the job it builds, the staged files, its
+refusals of unusable input, and the idempotence comparison."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+from pathlib import Path
+
+from awscrt import checksums
+
+from contract.result import DeltaCommit, ExitCode
+from runner import sandbox
+from runner.sandbox import TableState, Warehouse, changes, main, touched
+
+CHECKM2_YAML = Path(__file__).resolve().parents[2] / "importers" / "checkm2.yaml"
+
+
+def _crc(data: bytes) -> str:
+    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+def test_checksum_of_a_file_read_in_chunks_is_the_whole_files(tmp_path):
+    data = bytes(range(256)) * 9000  # more than one chunk
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    assert sandbox.crc64nvme(path) == _crc(data)
+
+
+def test_files_are_staged_as_bucket_and_key_and_described_as_the_jobs_outputs(tmp_path):
+    first, second = tmp_path / "a.tsv", tmp_path / "sub" / "b.csv"
+    second.parent.mkdir()
+    first.write_text("x\n1\n")
+    second.write_text("y\n2\n")
+    warehouse = Warehouse(tmp_path / "wh")
+    outputs = sandbox.stage_outputs([first, second], warehouse, "sandbox-1")
+    assert [(o.file, o.crc64nvme) for o in outputs] == [
+        ("sandbox/sandbox-1/a.tsv", _crc(b"x\n1\n")), ("sandbox/sandbox-1/b.csv", _crc(b"y\n2\n"))]
+    assert (warehouse.s3 / "sandbox" / "sandbox-1" / "b.csv").read_text() == "y\n2\n"
+    # The s3a mount table of the bucket falls back to that directory.
+    overrides = warehouse.spark_overrides()
+    assert overrides["spark.hadoop.fs.viewfs.mounttable.sandbox.linkFallback"] == (
+        (warehouse.s3 / "sandbox").as_uri())
+
+    entry = sandbox.load_importer(CHECKM2_YAML)
+    info = sandbox.sandbox_job(entry, outputs, "sandbox-1").for_importer()
+    assert info["outputs"][1] == {"file": "sandbox/sandbox-1/b.csv", "crc64nvme": _crc(b"y\n2\n")}
+    assert (info["image"], info["user"], info["namespace_prefix"]) == (
+        "ghcr.io/kbasetest/cdm_checkm2", "sandbox", "u_sandbox__")
+    assert info["output_file_count"] == 2
+
+
+def _refusal(capsys, *argv) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_unparsable_yaml_is_refused_naming_the_file(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    code, line = _refusal(capsys, broken, tmp_path / "broken.yaml")
+    assert code == ExitCode.BAD_SPEC
+    assert line.startswith(f"sandbox: {broken}: cannot be read as YAML: ")
+
+
+def test_missing_module_is_refused_as_the_registry_refuses_it(tmp_path, capsys):
+    yaml_file = tmp_path / "ghost.yaml"
+    yaml_file.write_text(textwrap.dedent("""\
+        name: ghost
+        py_module: csep_no_such_importer
+        image: example.org/ghost
+        """))
+    code, line = _refusal(capsys, yaml_file, yaml_file)
+    assert code == ExitCode.BAD_SPEC
+    assert line == (f"sandbox: {yaml_file}: py_module: 'csep_no_such_importer' cannot be "
+                    f"imported: ModuleNotFoundError: No module named 'csep_no_such_importer'")
+
+
+def test_missing_file_and_repeated_names_are_refused(tmp_path, capsys):
+    code, line = _refusal(capsys, CHECKM2_YAML, tmp_path / "absent.tsv")
+    assert (code, line) == (ExitCode.BAD_SPEC,
+                            f"sandbox: {tmp_path / 'absent.tsv'}: not a readable file")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "r.tsv").write_text("x\n")
+    (tmp_path / "b" / "r.tsv").write_text("y\n")
+    code, line = _refusal(capsys, CHECKM2_YAML, tmp_path / "a" / "r.tsv", tmp_path / "b" / "r.tsv")
+    assert code == ExitCode.BAD_SPEC
+    assert line.startswith(f"sandbox: {tmp_path / 'b' / 'r.tsv'} and {tmp_path / 'a' / 'r.tsv'} "
+                           f"have the same name")
+
+
+SCHEMA = (("id", "string", False), ("value", "double", True))
+
+
+def _state(rows=2, fingerprint="7", version=1, schema=SCHEMA) -> TableState:
+    return TableState(schema=schema, rows=rows, fingerprint=fingerprint, version=version)
+
+
+def test_a_new_version_with_the_same_rows_is_no_change():
+    assert changes({"db.t": _state()}, {"db.t": _state(version=2)}) == []
+
+
+def test_changed_rows_schema_and_tables_are_each_reported():
+    before = {"db.same": _state(), "db.grown": _state(), "db.edited": _state(),
+              "db.altered": _state(), "db.gone": _state()}
+    after = {"db.same": _state(version=5), "db.grown": _state(rows=4, fingerprint="14"),
+             "db.edited": _state(fingerprint="8"),
+             "db.altered": _state(schema=SCHEMA + (("extra", "int", True),)),
+             "db.new": _state(rows=1)}
+    assert changes(before, after) == [
+        "db.altered: schema changed",
+        "db.edited: row contents changed (2 rows)",
+        "db.gone: dropped",
+        "db.grown: 2 -> 4 rows",
+        "db.new: created (1 rows)",
+    ]
+
+
+def test_touched_tables_are_the_changed_and_the_committed_ones():
+    before = {"db.a": _state(), "db.b": _state(), "db.c": _state()}
+    after = {"db.a": _state(), "db.b": _state(version=2), "db.d": _state()}
+    commits = [DeltaCommit(table="db.a", version=2, operation="MERGE", metrics={})]
+    assert touched(before, after, commits) == ["db.a", "db.b", "db.c", "db.d"]
