@@ -74,3 +74,11 @@ def test_the_compose_config_file_is_a_valid_dispatcher_config():
     config = load(compose_config, {"CSEP_CTS_TOKEN": "t"})
     assert config.launcher.kind == "docker"
     assert "AWS_SECRET_ACCESS_KEY" in config.launcher.docker.pass_env
+
+
+
+def test_the_poll_interval_must_exceed_the_loop_s_turn_bound(path):
+    config = load(path, {})
+    assert config.kafka.max_poll_interval_ms / 1000 >= 2 * config.turn_bound_seconds
+    with pytest.raises(ConfigError, match="max_poll_interval_ms .* twice the loop's turn bound"):
+        load(path, {"CSEP_KAFKA__MAX_POLL_INTERVAL_MS": "30000"})

@@ -27,3 +27,13 @@ def test_a_bad_setting_is_one_line_and_exit_78(tmp_path):
     assert done.returncode == 78
     assert done.stderr.strip().splitlines() == [
         "dispatcher: invalid configuration: max_in_flight: invalid value for type, expected int"]
+
+
+def test_the_runner_never_imports_kafka_nor_the_dispatcher():
+    code = ("import sys, runner.__main__, runner.attempt, runner.audit, runner.probes;"
+            "print(sorted(m for m in sys.modules"
+            " if m.split('.')[0] in ('kafka', 'dispatcher')))")
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env({}),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
