@@ -112,6 +112,11 @@ def namespace_prefix(user: str) -> str:
 _converter = converter()
 
 
+def unstructure(value: Any) -> Any:
+    """A spec or any part of it as plain YAML/JSON data."""
+    return _converter.unstructure(value)
+
+
 def to_yaml(spec: JobSpec) -> str:
     """Serialize ``spec``; ``from_yaml(to_yaml(spec)) == spec``."""
     return yaml.safe_dump(_converter.unstructure(spec), sort_keys=False, allow_unicode=True)

@@ -1,7 +1,10 @@
 """Where specs and results live in S3: the audit trail.
 
-    <base>/<job_id>/<trans_id>/spec.yaml
-    <base>/<job_id>/<trans_id>/result-<ended_at>-<random>.yaml   one per attempt
+    <base>/<job_id>/<trans_id>/spec.yaml              written once, never replaced
+    <base>/<job_id>/<trans_id>/attempt-NNNN.yaml      the dispatcher's claim of attempt N
+    <base>/<job_id>/<trans_id>/result-NNNN.yaml       attempt N's result
+    <base>/<job_id>/<trans_id>/result-<ended_at>-<random>.yaml   a runner run by hand
+    <base>/<job_id>/<trans_id>/drift-<hash>.yaml      how a later event's spec differed
 
 ``base`` is an ``s3://bucket/prefix`` URI. The spec key depends only on the event (the
 job and the CTS transition that completed it), so a redelivered event, a DLQ replay or a
@@ -21,6 +24,9 @@ from contract import spec as specs
 
 SPEC_NAME = "spec.yaml"
 RESULT_PREFIX = "result-"
+DRIFT_PREFIX = "drift-"
+#: What S3 servers answer when a conditional write does not hold.
+_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _SAFE = re.compile(r"^[A-Za-z0-9._:-]+$")
 
 
@@ -39,10 +45,6 @@ def result_name(result: results.RunResult) -> str:
     return f"{RESULT_PREFIX}{stamp}-{secrets.token_hex(4)}.yaml"
 
 
-def result_ended_at(uri: str) -> datetime:
-    """When the attempt of a result file ended, from its name (no read needed)."""
-    name = uri.rsplit("/", 1)[-1].removeprefix(RESULT_PREFIX)
-    return datetime.strptime(name.rsplit("-", 1)[0], _STAMP).replace(tzinfo=timezone.utc)
 
 
 class SpecStore:
@@ -66,10 +68,18 @@ class SpecStore:
         return f"s3://{self.bucket}/{key}"
 
     def put_spec(self, spec: specs.JobSpec) -> str:
-        """Write ``spec`` at its deterministic key; return the URI."""
+        """Write ``spec`` at its deterministic key (replacing any); return the URI."""
         uri = self.spec_uri(spec.job.id, spec.event.trans_id)
         self.write_text(uri, specs.to_yaml(spec))
         return uri
+
+    def put_spec_once(self, spec: specs.JobSpec) -> tuple[str, str | None]:
+        """Write ``spec`` at its key unless a spec is there already; return the URI and
+        the text of the spec found there (None when this call wrote it)."""
+        uri = self.spec_uri(spec.job.id, spec.event.trans_id)
+        if self.write_text_if_absent(uri, specs.to_yaml(spec)):
+            return uri, None
+        return uri, self.read_text(uri)
 
     def get_spec(self, uri: str) -> specs.JobSpec:
         """Read a spec. Raises :class:`contract.spec.SpecError` if it is not a valid spec."""
@@ -82,12 +92,19 @@ class SpecStore:
         return uri
 
     def result_uris(self, spec_uri: str) -> list[str]:
-        """The result files of a spec, oldest first."""
-        folder = S3Uri.parse(spec_uri).sibling(RESULT_PREFIX)
+        """The result files of a spec, in name order (the dispatcher's ``result-NNNN``
+        by attempt, then those of runners run by hand)."""
+        return self.files(spec_uri, RESULT_PREFIX)
+
+    def files(self, spec_uri: str, prefix: str = "") -> list[str]:
+        """The files beside a spec whose names start with ``prefix``, in name order."""
+        folder = S3Uri.parse(spec_uri).sibling(prefix)
         return [f"s3://{folder.bucket}/{key}" for key in sorted(self._keys(folder.key))]
 
     def results(self, spec_uri: str) -> list[results.RunResult]:
-        return [results.from_yaml(self.read_text(uri)) for uri in self.result_uris(spec_uri)]
+        """The readable results of a spec, in the order the attempts ended."""
+        return sorted((results.from_yaml(self.read_text(uri))
+                       for uri in self.result_uris(spec_uri)), key=lambda r: r.ended_at)
 
     def attempts(self, spec_uri: str) -> int:
         """How many attempts were already made on this spec (one result file each)."""
@@ -105,11 +122,35 @@ class SpecStore:
         body = self.client.get_object(Bucket=location.bucket, Key=location.key)["Body"]
         return body.read().decode("utf-8")
 
-    def write_text(self, uri: str, text: str) -> None:
+    def read_text_and_etag(self, uri: str) -> tuple[str, str]:
+        location = S3Uri.parse(uri)
+        answer = self.client.get_object(Bucket=location.bucket, Key=location.key)
+        return answer["Body"].read().decode("utf-8"), answer["ETag"]
+
+    def write_text(self, uri: str, text: str, **conditions: str) -> None:
         location = S3Uri.parse(uri)
         self.client.put_object(Bucket=location.bucket, Key=location.key,
                                Body=text.encode("utf-8"), ContentType="application/yaml",
-                               ChecksumAlgorithm="CRC64NVME")
+                               ChecksumAlgorithm="CRC64NVME", **conditions)
+
+    def write_text_if_absent(self, uri: str, text: str) -> bool:
+        """Create the object; False (and nothing written) if it exists already."""
+        return self._conditional(uri, text, IfNoneMatch="*")
+
+    def replace_text_if_match(self, uri: str, text: str, etag: str) -> bool:
+        """Replace the object if it is still the version ``etag``; False otherwise."""
+        return self._conditional(uri, text, IfMatch=etag)
+
+    def _conditional(self, uri: str, text: str, **condition: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.write_text(uri, text, **condition)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _CONDITION_FAILED:
+                return False
+            raise
+        return True
 
     def _keys(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -120,6 +120,9 @@ class Config:
     #: Finished offsets a partition may hold uncommitted behind its oldest unfinished
     #: event before it pauses (a crash would read them again).
     max_uncommitted_span: int = attrs.field(default=10_000, validator=positive)
+    #: How long an attempt's claim holds without renewal: a dispatcher that stops is
+    #: taken over this long after its last renewal (renewed every third of it).
+    attempt_lease_seconds: float = attrs.field(default=60.0, validator=positive)
     #: Time one turn of the loop spends moving events before it polls again.
     turn_budget_seconds: float = attrs.field(default=5.0, validator=positive)
     #: Deadline of each S3 request (connect and read) and attempts per call.

@@ -1,7 +1,7 @@
 """The Kubernetes launcher: one Kubernetes Job per runner attempt.
 
-Each attempt becomes a Job running the runner image with the spec URI as its only
-argument (the image's entrypoint is ``python -m runner``). The Job never retries by
+Each attempt becomes a Job running the runner image with the spec URI and the attempt's
+result name as its arguments (the image's entrypoint is ``python -m runner``). The Job never retries by
 itself (``backoffLimit: 0``): retries are the dispatcher's decision, taken on the exit
 code, exactly as with the subprocess and Docker launchers. The dispatcher's timeout
 becomes the Job's ``activeDeadlineSeconds``, so Kubernetes enforces it even if the
@@ -172,7 +172,7 @@ def job_manifest(settings: KubernetesSettings, request: LaunchRequest) -> k8s.V1
         name=CONTAINER_NAME,
         image=settings.image,
         image_pull_policy=settings.image_pull_policy,
-        args=[request.spec_uri],
+        args=request.runner_args,
         env=[k8s.V1EnvVar(name=k, value=v) for k, v in sorted(settings.env.items())] or None,
         env_from=env_from or None,
         # A CPU limit equal to the importer's executor cores: local[*] Spark sizes itself

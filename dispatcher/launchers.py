@@ -38,8 +38,15 @@ class LaunchRequest:
     job_id: str
     importer: str
     attempt: int
+    #: The result file's name beside the spec, chosen by the dispatcher with its claim.
+    result_name: str | None = None
     timeout_seconds: float | None = None
     executor_cores: int = 1
+
+    @property
+    def runner_args(self) -> list[str]:
+        """The runner's arguments: ``SPEC [--result NAME]`` (contracts.md section 4)."""
+        return [self.spec_uri, *(["--result", self.result_name] if self.result_name else [])]
 
 
 @attrs.frozen
@@ -197,7 +204,7 @@ class SubprocessLauncher:
                                    self.pass_env)
 
     def launch(self, request: LaunchRequest) -> ProcessHandle:
-        return ProcessHandle([*self.command, request.spec_uri], self.environment(),
+        return ProcessHandle([*self.command, *request.runner_args], self.environment(),
                              request.timeout_seconds)
 
 
@@ -247,7 +254,7 @@ class DockerLauncher:
             argv += ["--network", self.network]
         for name in self.pass_env:
             argv += ["-e", name]
-        argv += [*self.extra_args, self.image, request.spec_uri]
+        argv += [*self.extra_args, self.image, *request.runner_args]
         return argv
 
     def launch(self, request: LaunchRequest) -> ProcessHandle | EndedHandle:

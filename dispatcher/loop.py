@@ -5,10 +5,12 @@ while a runner works for hours), takes new events in, moves every event it holds
 forward, and commits per partition up to the first unfinished event. An event moves
 through these stages, each step idempotent so any of them may be repeated:
 
-    PREPARE   fetch the job from the CTS, find its importer, write the spec to S3,
+    PREPARE   fetch the job from the CTS, find its importer, write the spec to S3 (once),
               count the attempts already recorded there, mark processing start on the CTS
-    QUEUED    wait for a runner slot (global and per importer), or for a retry's backoff
-    RUNNING   the runner works; on exit: record the attempt, decide done / retry / DLQ
+    QUEUED    wait for a runner slot (global and per importer), a retry's backoff, or
+              another dispatcher's attempt on the same spec; claim the next attempt, launch
+    RUNNING   the runner works (its claim's lease renewed); on exit: record the attempt,
+              decide done / retry / DLQ
     FINISH    make the outcome durable: DLQ record acknowledged, CTS meta
     (done)    the offset may be committed
 
@@ -25,7 +27,7 @@ import enum
 import logging
 import time
 import traceback
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -40,7 +42,8 @@ from dispatcher.breakers import Breakers
 from dispatcher.config import Config
 from dispatcher.intake import Intake
 from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit, RunnerHandle
-from dispatcher.ledger import AttemptLedger, Attempts, now
+from contract.claim import AttemptClaim
+from dispatcher.ledger import AttemptLedger, Attempts, lease_expired, now
 from dispatcher.metrics import Health, Metrics
 from dispatcher.retry import RetryPolicy, Verdict, verdict
 from dispatcher.slots import RunnerSlots
@@ -87,6 +90,7 @@ class Work:
     importer: Any = None                      # registry.ImporterEntry
     policy: RetryPolicy | None = None
     attempts: Attempts = Attempts()
+    claim: AttemptClaim | None = None         # the attempt this dispatcher runs now
     handle: RunnerHandle | None = None
     ended: RunnerExit | None = None           # the runner's exit, until it is recorded
     started_at: datetime | None = None
@@ -95,7 +99,6 @@ class Work:
     dead_letter: Any = None                   # the DLQ record's pending send
     dead_letter_sent: bool = False
     finish_failures: int = 0
-    recount: bool = False                     # attempts are stale (a duplicate ran)
 
     @property
     def partition(self) -> TopicPartition:
@@ -128,7 +131,7 @@ class Dispatcher:
         self.dead_letters = dlq.DeadLetterQueue(producer, config.kafka.dlq_topic,
                                                 config.kafka.call_timeout_seconds)
         self.cts = cts
-        self.ledger = AttemptLedger(store)
+        self.ledger = AttemptLedger(store, config.attempt_lease_seconds)
         self.registry = registry
         self.launcher = launcher
         self.metrics = metrics
@@ -230,7 +233,11 @@ class Dispatcher:
             EventRef(topic=work.record.topic, partition=work.record.partition,
                      offset=work.record.offset, trans_id=work.event.trans_id,
                      time=work.event.time))
-        work.spec_uri = self.ledger.write_spec(spec)
+        work.spec_uri, drift = self.ledger.write_spec(spec)
+        if drift:
+            log.warning("the stored spec differs from this event's (%s); the stored one is "
+                        "used and the difference recorded beside it", ", ".join(drift),
+                        extra=work.context)
         work.importer = entry
         work.policy = self.default_policy.overridden(max_attempts=entry.settings.max_attempts)
         work.attempts = self._attempts(work)
@@ -243,11 +250,14 @@ class Dispatcher:
 
     def _launch(self, work: Work) -> None:
         name, limit = work.importer.name, work.importer.settings.max_concurrent
-        if self._duplicate_running(work) or not self.slots.free(name, limit):
+        if not self.slots.free(name, limit):
+            return
+        work.claim = self._claim_attempt(work)
+        if work.claim is None:
             return
         request = LaunchRequest(
             spec_uri=work.spec_uri, job_id=work.event.job_id, importer=name,
-            attempt=work.attempts.recorded + 1,
+            attempt=work.claim.attempt, result_name=work.claim.result_name,
             timeout_seconds=work.importer.settings.timeout_seconds,
             executor_cores=work.importer.settings.executor_cores)
         try:
@@ -264,12 +274,12 @@ class Dispatcher:
         if work.ended is None:
             work.ended = work.handle.poll()
             if work.ended is None:
-                return
+                return self._renew_lease(work)
             work.handle = None
             self.slots.release(work.importer.name)
         ended = work.ended
         recorded = self._record_attempt(work, ended)  # may raise: then recorded next turn
-        work.ended = None
+        work.ended, work.claim = None, None
         if recorded.status is results.Status.INFRASTRUCTURE:
             service = recorded.service or "runner"
             log.warning("runner could not reach %s: %s", service, recorded.message,
@@ -362,20 +372,59 @@ class Dispatcher:
                  if dlq.is_replay(work.record.headers) else None)
         return self.ledger.attempts(work.spec_uri, since)
 
+    def _claim_attempt(self, work: Work) -> AttemptClaim | None:
+        """Claim the spec's next attempt, or take over one whose dispatcher stopped. None
+        while another dispatcher runs an attempt of the same spec (a duplicate
+        announcement): the event then waits for that attempt's outcome."""
+        work.attempts = self._attempts(work)
+        if work.attempts.succeeded:
+            work.conclude(Outcome.IMPORTED)  # the other copy imported it
+            return None
+        if work.attempts.spent and self._next_delay(work) is None:
+            self._exhausted(work, last_exit=None)
+            return None
+        running = work.attempts.open
+        if running is not None and not lease_expired(running):
+            log.info("attempt %d of this spec runs in %s: waiting for its outcome",
+                     running.claim.attempt, running.claim.owner, extra=work.context)
+            work.not_before = time.monotonic() + min(5.0, self.config.attempt_lease_seconds / 4)
+            return None
+        if running is not None:
+            claim = self.ledger.take_over(work.spec_uri, running)
+            if claim is not None:
+                log.warning("attempt %d was left by %s, whose lease ended: launching it again",
+                            claim.attempt, running.claim.owner, extra=work.context)
+        else:
+            claim = self.ledger.claim(work.spec_uri, work.attempts.last_attempt + 1)
+        if claim is None:  # another dispatcher was quicker
+            work.not_before = time.monotonic() + 1.0
+        return claim
+
+    def _renew_lease(self, work: Work) -> None:
+        lease = self.config.attempt_lease_seconds
+        if work.claim.lease_until - now() > timedelta(seconds=lease * 2 / 3):
+            return
+        renewed = self.ledger.renew(work.spec_uri, work.claim)
+        if renewed is not None:
+            work.claim = renewed
+            return
+        # Our lease ran out (an S3 outage longer than it) and another dispatcher took the
+        # attempt over: its runner is the one that counts.
+        log.warning("attempt %d was taken over by another dispatcher: stopping ours",
+                    work.claim.attempt, extra=work.context)
+        work.handle.kill()
+        work.handle, work.claim, work.stage = None, None, Stage.QUEUED
+        self.slots.release(work.importer.name)
+
     def _record_attempt(self, work: Work, exit: RunnerExit) -> results.RunResult:
         """The attempt's result: the runner's own, or one written on its behalf."""
-        before = work.attempts.recorded
         status = _status(exit)
         self.metrics.runner_seconds.labels(work.importer.name, status.value).observe(
             (now() - work.started_at).total_seconds())
-        work.attempts = self._attempts(work)
-        if work.attempts.recorded > before and work.attempts.latest is not None:
-            return work.attempts.latest
-        if work.attempts.recorded > before:
-            return results.RunResult(
-                spec_uri=work.spec_uri, job_id=work.event.job_id, status=status,
-                exit_code=exit.exit_code or 0, started_at=work.started_at, ended_at=now(),
-                message="the runner's result file is unreadable")
+        written = self.ledger.result(work.spec_uri, work.claim)
+        if written is not None:
+            work.attempts = self._attempts(work)
+            return written
         # Killed, timed out, crashed, or never started: the dispatcher writes the result.
         message = ("timed out after %ss and killed" % work.importer.settings.timeout_seconds
                    if exit.timed_out else f"runner ended without a result ({status.value})")
@@ -388,7 +437,8 @@ class Dispatcher:
             # Exit 69 without a result: the runner could not even record why.
             service=exit.infrastructure or (
                 "runner" if status is results.Status.INFRASTRUCTURE else None))
-        self.ledger.record(result)
+        if not self.ledger.record(work.claim, result):  # the runner's, written meanwhile
+            result = self.ledger.result(work.spec_uri, work.claim) or result
         work.attempts = self._attempts(work)
         return result
 
@@ -403,22 +453,6 @@ class Dispatcher:
             + (f"; last: {message}" if message else ""), "RetriesExhausted",
             last_exit.stderr_tail if last_exit else "", work.spec_uri, work.attempts.spent,
             code))
-
-    def _duplicate_running(self, work: Work) -> bool:
-        """Another copy of this event (the same spec) is running here: wait for it, then
-        count again, so its outcome is taken instead of importing twice at once."""
-        if any(other is not work and other.spec_uri == work.spec_uri
-               and other.stage is Stage.RUNNING for other in self.work.values()):
-            work.not_before = time.monotonic() + 1.0
-            work.recount = True
-            return True
-        if work.recount:
-            work.attempts = self._attempts(work)
-            work.recount = False
-            if work.attempts.succeeded:
-                work.conclude(Outcome.IMPORTED)
-                return True
-        return False
 
     # -- observation, shutdown, rebalances ------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from common.faults import Fault, s3_fault
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="s3://bucket/.../spec.yaml, a file path, or -")
+    parser.add_argument("--result", metavar="NAME", type=_result_name,
+                        help="the result file's name beside the spec (the dispatcher "
+                             "chooses it per attempt); default: a new time-ordered name")
     args = parser.parse_args(argv)
     logs.configure(os.environ.get("CSEP_LOG_LEVEL", "INFO"))
     logs.context.spec = args.spec
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.BAD_SPEC
     result = run_attempt(location)
     try:
-        where = location.write_result(result)
+        where = location.write_result(result, args.result)
     except Exception as error:  # the attempt must not pass as done without its record
         code = (ExitCode.UNAVAILABLE if s3_fault(error) is Fault.INFRASTRUCTURE
                 else ExitCode.TEMPORARY)
@@ -45,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return code
     log.info("result %s (exit %d) written to %s", result.status.value, result.exit_code, where)
     return result.exit_code
+
+
+def _result_name(value: str) -> str:
+    if not re.fullmatch(r"result-[A-Za-z0-9._-]+\.yaml", value):
+        raise argparse.ArgumentTypeError(f"not a result file name: {value!r}")
+    return value
 
 
 if __name__ == "__main__":

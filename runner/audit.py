@@ -24,6 +24,7 @@ from common.s3 import S3Uri, s3_client
 from registry.images import image_name
 from contract.result import Status
 from contract.spec import SpecError
+from contract import claim as claims
 from contract.store import SpecStore
 
 PENDING = "pending"
@@ -66,9 +67,27 @@ def summaries(store: SpecStore, job_id: str | None = None, image: str | None = N
 
 
 def show(store: SpecStore, spec_uri: str) -> str:
-    """The spec's text and each result's, as one multi-document YAML stream."""
+    """The spec, then each attempt's claim (who ran it, takeovers) followed by its result,
+    then the rest (results of runs by hand, recorded spec drift), as one multi-document
+    YAML stream."""
+    files = [uri for uri in store.files(spec_uri) if uri != spec_uri]
+    names = {uri.rsplit("/", 1)[-1]: uri for uri in files}
     parts = [f"# {spec_uri}\n{store.read_text(spec_uri)}"]
-    parts += [f"# {uri}\n{store.read_text(uri)}" for uri in store.result_uris(spec_uri)]
+    shown = set()
+    for uri in files:
+        name = uri.rsplit("/", 1)[-1]
+        if not name.startswith(claims.CLAIM_PREFIX):
+            continue
+        parts.append(f"# {uri}\n{store.read_text(uri)}")
+        result = claims.result_name_for(int(name[len(claims.CLAIM_PREFIX):-len(".yaml")]))
+        if result in names:
+            parts.append(f"# {names[result]}\n{store.read_text(names[result])}")
+            shown.add(names[result])
+        else:
+            parts.append(f"# {result}: not written yet (the attempt runs, or its dispatcher "
+                         "stopped and the next one will take it over)\n")
+        shown.add(uri)
+    parts += [f"# {uri}\n{store.read_text(uri)}" for uri in files if uri not in shown]
     return "---\n".join(parts)
 
 

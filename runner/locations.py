@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from common.s3 import S3Uri, s3_client
+from runner.logs import log
 from runner.errors import BadSpecError, s3_failure
 from contract.result import RunResult, to_yaml
 from contract.store import SpecStore, result_name
@@ -28,8 +29,10 @@ class SpecLocation(Protocol):
     def read(self) -> str:
         """The spec's text; raises ``BadSpecError`` (unreadable) or ``TemporaryFailure``."""
 
-    def write_result(self, result: RunResult) -> str:
-        """Store ``result``; return where it went."""
+    def write_result(self, result: RunResult, name: str | None = None) -> str:
+        """Store ``result`` (as ``name`` beside the spec, when given, and only if no
+        result of that name exists: the dispatcher may have recorded the attempt's end
+        already); return where it went."""
 
 
 class S3Location:
@@ -48,8 +51,14 @@ class S3Location:
         except UnicodeDecodeError as error:
             raise BadSpecError(f"spec {self.uri} is not UTF-8: {error}") from error
 
-    def write_result(self, result: RunResult) -> str:
-        return self._store.put_result(result)
+    def write_result(self, result: RunResult, name: str | None = None) -> str:
+        if name is None:
+            return self._store.put_result(result)
+        uri = str(S3Uri.parse(self.uri).sibling(name))
+        if not self._store.write_text_if_absent(uri, to_yaml(result)):
+            log.warning("%s exists already (the dispatcher recorded this attempt's end); "
+                        "this result is not written", uri)
+        return uri
 
 
 class FileLocation:
@@ -63,9 +72,10 @@ class FileLocation:
         except (OSError, UnicodeDecodeError) as error:
             raise BadSpecError(f"spec {self.path} cannot be read: {error}") from error
 
-    def write_result(self, result: RunResult) -> str:
-        target = self.path.parent / result_name(result)
-        target.write_text(to_yaml(result), encoding="utf-8")
+    def write_result(self, result: RunResult, name: str | None = None) -> str:
+        target = self.path.parent / (name or result_name(result))
+        with open(target, "x" if name else "w", encoding="utf-8") as file:
+            file.write(to_yaml(result))
         return str(target)
 
 
@@ -75,7 +85,7 @@ class StdinLocation:
     def read(self) -> str:
         return sys.stdin.read()
 
-    def write_result(self, result: RunResult) -> str:
+    def write_result(self, result: RunResult, name: str | None = None) -> str:
         sys.stdout.write(to_yaml(result))
         sys.stdout.flush()
         return "stdout"

@@ -54,7 +54,7 @@ class Lane:
     def dispatcher(self, topic: str | None = None, dlq_topic: str | None = None,
                    env: dict[str, str] | None = None, **overrides: Any) -> DispatcherProcess:
         settings = {"retry": FAST_RETRY, "max_in_flight": 4, "shutdown_grace_seconds": 60,
-                    "infrastructure_budget_seconds": 120,
+                    "infrastructure_budget_seconds": 120, "attempt_lease_seconds": 6,
                     # The test importers record what they did in CSEP_TEST_STATE_DIR.
                     "launcher": {"subprocess": {
                         "pass_env": [*RUNNER_ENV, "CSEP_TEST_STATE_DIR"]}},
