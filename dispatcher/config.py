@@ -72,6 +72,19 @@ class SubprocessSettings:
 
 
 @attrs.frozen
+class DeadLetterStreakSettings:
+    """Stop the bleeding: after ``limit`` events of one importer in a row end in the DLQ
+    (or ``all_limit`` events of any kind), stop taking that importer's events (all
+    events) and report unhealthy; ``action`` ``exit`` then drains and exits with status
+    70 for the supervisor, ``wait`` holds the events until an operator restarts the
+    dispatcher. ``None`` turns a limit off."""
+
+    limit: int | None = attrs.field(default=20, validator=positive)
+    all_limit: int | None = attrs.field(default=None, validator=positive)
+    action: Literal["exit", "wait"] = "exit"
+
+
+@attrs.frozen
 class DockerSettings:
     image: str = "ghcr.io/kbase/cdm-spark-events-runner:latest"
     network: str | None = None
@@ -111,6 +124,7 @@ class Config:
     #: Importer directories added to ``CSEP_IMPORTER_DIRS`` (the runners see them too).
     registry_dirs: tuple[str, ...] = ()
     retry: RetrySettings = RetrySettings()
+    dead_letter_streak: DeadLetterStreakSettings = DeadLetterStreakSettings()
     launcher: LauncherSettings = LauncherSettings()
     #: Runners at once, across importers (each importer may set a lower limit).
     max_in_flight: int = attrs.field(default=4, validator=positive)

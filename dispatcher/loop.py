@@ -52,6 +52,7 @@ log = logging.getLogger("dispatcher")
 
 EXIT_OK = 0
 EXIT_INFRASTRUCTURE = 69  # sysexits EX_UNAVAILABLE: a service stayed down past the budget
+EXIT_DEAD_LETTER_STREAK = 70  # sysexits EX_SOFTWARE: an importer (or all) dead-letters all
 _TRACE_LIMIT = 8192
 
 
@@ -69,6 +70,41 @@ _RUNNER_SERVICES = ("launcher", "docker", "kubernetes", "runner", "s3", "metasto
 _SERVICES = {Stage.PREPARE: ("cts", "s3"), Stage.QUEUED: _RUNNER_SERVICES,
              Stage.RUNNING: ("s3",), Stage.FINISH: ("dlq", "cts")}
 _DRAINED = (Stage.RUNNING, Stage.FINISH)  # what still moves during a shutdown
+
+
+class DeadLetterStreaks:
+    """Dead-lettered events in a row, per importer and across all events."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self._runs: dict[str | None, int] = {}
+        self._all = 0
+        self._halted: dict[str, str] = {}
+        self.halted_all: str | None = None
+
+    def halted(self, importer: str) -> bool:
+        return importer in self._halted or self.halted_all is not None
+
+    def finished(self, importer: str | None, dead: bool, reason: str) -> bool:
+        """Count one finished event; True when it starts a halt."""
+        self._all = self._all + 1 if dead else 0
+        if importer is not None:
+            self._runs[importer] = self._runs.get(importer, 0) + 1 if dead else 0
+        limit, all_limit = self.settings.limit, self.settings.all_limit
+        if (importer is not None and limit and self._runs[importer] >= limit
+                and importer not in self._halted):
+            self._halted[importer] = (f"importer {importer} halted after {limit} dead-lettered "
+                                      f"events in a row (last: {reason[:300]})")
+            return True
+        if all_limit and self._all >= all_limit and self.halted_all is None:
+            self.halted_all = (f"intake halted after {all_limit} dead-lettered events in a row "
+                               f"(last: {reason[:300]})")
+            return True
+        return False
+
+    def problem(self) -> str | None:
+        reasons = [*self._halted.values(), *filter(None, [self.halted_all])]
+        return "; ".join(reasons) or None
 
 
 class Outcome(enum.StrEnum):
@@ -137,7 +173,9 @@ class Dispatcher:
         self.metrics = metrics
         self.health = health
         self.breakers = Breakers(config.infrastructure_budget_seconds)
-        self.health.problems = self.breakers.problem
+        self.streaks = DeadLetterStreaks(config.dead_letter_streak)
+        self.health.problems = lambda: "; ".join(
+            filter(None, [self.breakers.problem(), self.streaks.problem()])) or None
         self.slots = RunnerSlots(config.max_in_flight)
         self.work: dict[tuple[TopicPartition, int], Work] = {}
         self.default_policy = RetryPolicy(**attrs.asdict(config.retry))
@@ -164,7 +202,8 @@ class Dispatcher:
         the loop: a failure outside any one event is a Kafka failure."""
         try:
             free = self.config.max_buffered_events - len(self.work)
-            accepting = not draining and free > 0 and not self.breakers.any_open()
+            accepting = (not draining and free > 0 and not self.breakers.any_open()
+                         and not self.streaks.halted_all)
             for record in self.intake.poll(accepting=accepting, max_records=free,
                                            timeout_ms=200 if self.work else 500):
                 self._take_in(record)
@@ -250,7 +289,7 @@ class Dispatcher:
 
     def _launch(self, work: Work) -> None:
         name, limit = work.importer.name, work.importer.settings.max_concurrent
-        if not self.slots.free(name, limit):
+        if self.streaks.halted(name) or not self.slots.free(name, limit):
             return
         work.claim = self._claim_attempt(work)
         if work.claim is None:
@@ -330,6 +369,13 @@ class Dispatcher:
                     raise
                 # The CTS refuses meta for this job (e.g. no such job): nothing to record.
         self.metrics.events.labels(work.outcome.value).inc()
+        if self.streaks.finished(work.importer.name if work.importer else None,
+                                 work.outcome is Outcome.DEAD_LETTERED,
+                                 work.failure.reason if work.failure else ""):
+            log.error("%s", self.streaks.problem(), extra=work.context)
+            if self.config.dead_letter_streak.action == "exit":
+                self._exit_status = EXIT_DEAD_LETTER_STREAK
+                self.stop()
         work.stage = Stage.DONE
         del self.work[(work.partition, work.record.offset)]
         self.intake.finish(work.record)

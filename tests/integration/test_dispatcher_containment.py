@@ -13,6 +13,8 @@ import random
 import urllib.error
 import urllib.request
 
+import pytest
+
 from contract.identifiers import InvalidIdentifier, check_segment
 from tests.integration.dispatcher_lane import event, headers, wait_until
 
@@ -207,3 +209,28 @@ def test_the_metastore_stopped_during_an_import_spends_no_attempt(lane):
     assert lane.dead_letters(0, timeout=1) == []
     assert dispatcher.process.poll() is None
     assert dispatcher.stop() == 0
+
+
+@pytest.mark.parametrize("action", ["exit", "wait"])
+def test_a_dead_letter_streak_stops_the_bleeding(lane, action):
+    jobs = [f"streak-{action}-{i}" for i in range(10)]
+    for job_id in jobs:
+        lane.job(job_id, "bad_data")   # an importer release that fails every event
+    lane.job(f"streak-{action}-quick", "quick")
+    for job_id in jobs:
+        lane.complete(job_id)
+    lane.complete(f"streak-{action}-quick")  # another importer's event goes on
+    dispatcher = lane.dispatcher(max_in_flight=1,
+                                 dead_letter_streak={"limit": 3, "action": action})
+    if action == "exit":
+        assert dispatcher.process.wait(120) == 70
+    else:
+        wait_until(lambda: _health(dispatcher) == 503, 120, "the halt to be reported")
+        wait_until(lambda: lane.done(f"streak-{action}-quick"), 60, "the other importer's event")
+    letters = lane.dead_letters(3, timeout=10)
+    assert 3 <= len(letters) <= 4  # the streak, and at most the one running as it tripped
+    assert sum(lane.attempts(job_id) for job_id in jobs) == len(letters)
+    assert "halted after 3 dead-lettered events in a row" in dispatcher.log()
+    assert (lane.committed()[0] or 0) < len(jobs)  # the rest stays for after the fix
+    if action == "wait":
+        assert dispatcher.stop() == 0
