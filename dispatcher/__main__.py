@@ -1,7 +1,8 @@
 """``python -m dispatcher [--config FILE]``: consume CTS events until SIGTERM or SIGINT.
 
-Exit status: 0 after a graceful shutdown, 69 when the CTS, S3 or Kafka stayed down past
-``infrastructure_budget_seconds``, 78 for an unusable configuration (one line on stderr).
+Exit status: 0 after a graceful shutdown, 69 when a service (the CTS, S3, Kafka, a
+runner's) stayed down past ``infrastructure_budget_seconds``, 70 after a dead-letter
+streak (``dead_letter_streak``), 78 for an unusable configuration (one line on stderr).
 """
 
 from __future__ import annotations
