@@ -60,7 +60,10 @@ def build(config: Config):
         bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest",
         max_poll_records=config.max_buffered_events, client_id="cdm-spark-events-dispatcher",
-        max_poll_interval_ms=config.kafka.max_poll_interval_ms)
+        max_poll_interval_ms=config.kafka.max_poll_interval_ms,
+        session_timeout_ms=config.kafka.session_timeout_ms,
+        heartbeat_interval_ms=min(3000, config.kafka.session_timeout_ms // 3),
+        group_instance_id=config.kafka.group_instance_id)
     # max_block_ms bounds send() when the broker is unknown; the DLQ waits call_ms more.
     producer = KafkaProducer(
         bootstrap_servers=config.kafka.bootstrap_servers, acks="all", retries=5,

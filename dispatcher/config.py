@@ -44,6 +44,11 @@ class KafkaSettings:
     #: The group evicts a consumer that does not poll within this; it must exceed the
     #: bound of one turn of the loop (see ``Config.turn_bound_seconds``).
     max_poll_interval_ms: int = attrs.field(default=300_000, validator=positive)
+    #: A consumer silent this long is taken out of the group (its partitions move).
+    session_timeout_ms: int = attrs.field(default=45_000, validator=positive)
+    #: Static group membership: a dispatcher restarted with the same id takes its
+    #: partitions back at once, without a rebalance (e.g. a StatefulSet pod's name).
+    group_instance_id: str | None = None
 
 
 @attrs.frozen

@@ -1,0 +1,45 @@
+"""A light importer for the chaos benchmark: one row per job, MERGEd into a Delta table
+with delta-rs (no JVM), so hundreds of imports run in minutes.
+
+The table is ``$CSEP_CHAOS_TABLE`` (an ``s3://`` URI on the stack's S3). Rows are keyed by
+job id and only inserted when missing, so any number of replays leaves one row per job.
+A job whose id starts with ``bad-`` is refused as bad data (exit 65). Concurrent commits
+are safe through S3's conditional put; a writer that loses the race merges again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from runner import BadDataError, TemporaryFailure
+
+
+def storage_options(environ=os.environ) -> dict[str, str]:
+    endpoint = environ.get("CSEP_S3_ENDPOINT_URL", "")
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": environ.get("CSEP_S3_REGION") or "us-east-1",
+            "AWS_ACCESS_KEY_ID": environ.get("AWS_ACCESS_KEY_ID", ""),
+            "AWS_SECRET_ACCESS_KEY": environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            "AWS_ALLOW_HTTP": str(endpoint.startswith("http://")).lower(),
+            "conditional_put": "etag"}
+
+
+def run_import(get_spark, job_info, metadata):
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
+
+    if job_info["id"].startswith("bad-"):
+        raise BadDataError(f"job {job_info['id']}: refused on purpose (chaos bad-data job)")
+    row = pa.table({"job_id": [job_info["id"]], "completion_time": [job_info["completion_time"]],
+                    "pid": [os.getpid()]})
+    table = DeltaTable(os.environ["CSEP_CHAOS_TABLE"], storage_options=storage_options())
+    for attempt in range(20):
+        try:
+            (table.merge(row, predicate="t.job_id = s.job_id", source_alias="s", target_alias="t")
+             .when_not_matched_insert_all().execute())
+            return
+        except CommitFailedError:
+            time.sleep(0.05 * (attempt + 1))  # another runner committed first: merge again
+            table.update_incremental()
+    raise TemporaryFailure("could not commit the MERGE after 20 concurrent-commit conflicts")
