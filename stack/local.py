@@ -17,6 +17,7 @@ from stack.paths import ROOT
 from stack.postgres import Postgres
 from stack.seaweed import SeaweedS3
 from stack.spark_connect import SparkConnectServer
+from stack.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class LocalStack:
         self.cts = CTSDouble()
         self.lake_bucket = LAKE_BUCKET
         self.spark_connect: SparkConnectServer | None = None
+        self.spark_connect_supervisor: Supervisor | None = None
         self._with_spark_connect = spark_connect
         self._started: list = []
 
@@ -71,19 +73,21 @@ class LocalStack:
 
         Its Delta Connect plug-ins are on when Maven can resolve the ``spark-connect``
         jar profile; otherwise Delta still works over Connect through SQL and the
-        DataFrame API, and a warning says what is missing.
+        DataFrame API, and a warning says what is missing. A :class:`Supervisor`
+        (:attr:`spark_connect_supervisor`) starts the server again, on the same port,
+        whenever its process exits before :meth:`stop`.
         """
         if self.spark_connect is None:
             settings = SparkSettings.from_env(self.runner_env())
             server = SparkConnectServer(settings, self.base_dir / "spark-connect",
                                         delta_connect_jars=_delta_connect_jars())
-            server.start()
-            self._started.append(server)
-            self.spark_connect = server
+            supervisor = Supervisor(server).start()
+            self._started.append(supervisor)
+            self.spark_connect, self.spark_connect_supervisor = server, supervisor
         return self.spark_connect
 
     def stop(self) -> None:
-        self.spark_connect = None
+        self.spark_connect = self.spark_connect_supervisor = None
         while self._started:
             self._started.pop().stop()
         if not self.keep_data:
