@@ -7,9 +7,9 @@ The server is pyspark's own distribution (``spark-submit`` of ``SparkConnectServ
 whose jar ships in the pyspark wheel), configured with Delta, S3A and the metastore by
 :meth:`runner.spark.SparkSettings.spark_conf`, the same configuration a classic runner
 uses, so tables written through either are the same tables. With the Delta Connect
-plug-in jars (profile ``spark-connect`` of ``jvm/pom.xml``) Delta's own Python API
-(``DeltaTable``) also works over Connect; without them Delta works through SQL and the
-DataFrame reader/writer.
+plug-in jars (profile ``spark-connect`` of ``jvm/pom.xml``, compiled from Delta's sources
+in ``jvm/delta-connect``) Delta's own Python API (``DeltaTable``) also works over Connect;
+without them Delta works through SQL and the DataFrame reader/writer only.
 
     python -m stack.spark_connect [--host 0.0.0.0] [--port 15002] [--delta-connect-jars DIR]
 
