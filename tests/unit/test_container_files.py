@@ -94,10 +94,13 @@ def test_runner_image_contract():
     steps = instructions(RUNNER)
     final = final_stage(RUNNER)
     assert ("ENTRYPOINT", '["python", "-m", "runner"]') in final
-    # The Spark jars come from the project's pom (the `spark` profile), not a second list.
+    # The Spark jars come from the project's pom (the `spark` profile), not a second list;
+    # Delta's Connect plug-in is built from jvm/delta-connect before its profile resolves.
     maven = " ".join(args for keyword, args in steps if keyword == "RUN" and "mvn" in args)
     assert "-f jvm/pom.xml" in maven and "spark spark-connect" in maven
-    assert ("COPY", "jvm/pom.xml jvm/pom.xml") in steps
+    assert maven.index("-f jvm/delta-connect/pom.xml") < maven.index("-f jvm/pom.xml")
+    assert "install" in maven and "|| [" not in maven
+    assert ("COPY", "jvm/ jvm/") in steps
     env = " ".join(args for keyword, args in final if keyword == "ENV")
     assert "CSEP_SPARK_JARS=/opt/csep/jars/spark" in env
     assert ("COPY", "--from=jars /jars /opt/csep/jars") in final
