@@ -4,7 +4,8 @@ A Connect client writes a Delta table by name (CREATE + MERGE), a classic Spark 
 reads it by name and writes a second one, and a Connect client reads that back: both
 kinds of session go through the same metastore (PostgreSQL) to the same S3 files, which
 delta-rs reads too. Connect clients are cheap (no local JVM); the one classic process is
-the one this test needs.
+the one this test needs. ``delta.tables.DeltaTable`` works for a Connect client through
+Delta's Connect plug-in, which the stack builds from Delta's sources.
 
 Runner-like clients on the one server keep their own session (confs, temporary views,
 failures), a client killed mid-query leaves the server serving, and a server killed with
@@ -72,7 +73,13 @@ table = DeltaTable.forName(spark, "connect_smoke.delta_api")
 source = spark.createDataFrame([("y", 21), ("z", 30)], "name string, n bigint")
 (table.alias("t").merge(source.alias("s"), "t.name = s.name")
     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-print(json.dumps({"rows": [tuple(r) for r in table.toDF().orderBy("name").collect()]}))
+merged = [tuple(r) for r in table.toDF().orderBy("name").collect()]
+table.update("name = 'x'", {"n": "n + 1"})
+table.delete("name = 'z'")
+print(json.dumps({
+    "merged": merged,
+    "rows": [tuple(r) for r in table.toDF().orderBy("name").collect()],
+    "operations": [r.operation for r in table.history().orderBy("version").collect()]}))
 """
 
 
@@ -111,12 +118,13 @@ def test_tables_by_name_across_connect_and_classic_sessions(stack, connect_env, 
 
 
 def test_delta_table_api_over_connect(stack, spark_connect, connect_env):
-    if not spark_connect.delta_plugins:
-        pytest.skip("the Delta Connect plug-in jars (jvm/pom.xml profile spark-connect) "
-                    "could not be resolved from Maven on this machine")
-    merged = run_python(DELTA_TABLE_API, connect_env)
-    assert merged.returncode == 0, merged.stderr[-4000:]
-    assert last_json(merged.stdout)["rows"] == [["x", 10], ["y", 21], ["z", 30]]
+    assert spark_connect.delta_plugins
+    client = run_python(DELTA_TABLE_API, connect_env)
+    assert client.returncode == 0, client.stderr[-4000:]
+    seen = last_json(client.stdout)
+    assert seen["merged"] == [["x", 10], ["y", 21], ["z", 30]]
+    assert seen["rows"] == [["x", 11], ["y", 21]]
+    assert seen["operations"] == ["CREATE TABLE AS SELECT", "MERGE", "UPDATE", "DELETE"]
 
 
 # Two runner-like clients at once on one server: each sets the same session conf and temp
