@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup system-packages test unit run stack clean-stack
 
-setup: system-packages $(VENV)/.installed .cache/jars/kafka/.complete .cache/jars/spark/.complete
+setup: system-packages $(VENV)/.installed .cache/jars/kafka/.complete .cache/jars/spark/.complete \
+       .cache/jars/spark-connect/.complete
 
 system-packages:
 	@scripts/install-system-packages.sh
@@ -22,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 
 .cache/jars/%/.complete: jvm/pom.xml | $(VENV)/.installed
 	$(PY) -m stack.jars $*
+
+# Delta's Connect server plug-in is compiled here from the sources in jvm/delta-connect.
+.cache/jars/spark-connect/.complete: $(shell find jvm/delta-connect -path '*/target' -prune -o -type f -print)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

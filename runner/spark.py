@@ -29,7 +29,10 @@ expands inside the JVM. The JVM is given these variables in its environment
 (:meth:`SparkSettings.jvm_environment`).
 
 With an ``sc://`` master the session is a Spark Connect client: S3, Delta and the
-metastore are configured on the server, and only the URL is used here.
+metastore are configured on the server, and only the URL is used here. Each runner gets a
+session of its own on the server (its own session configuration and temporary views);
+a server that does not answer within :data:`CONNECT_TIMEOUT` raises
+:class:`SparkUnavailable` instead of leaving the runner waiting.
 """
 
 from __future__ import annotations
@@ -52,6 +55,28 @@ _DEFAULT_JARS = Path(__file__).resolve().parent.parent / ".cache" / "jars" / "sp
 ENV_CREDENTIALS_PROVIDER = (
     "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider")
 METASTORE_PASSWORD_VARIABLE = "CSEP_METASTORE_PASSWORD"
+
+# Seconds a Connect runner waits for its server to accept a connection: long enough for
+# a server being restarted by its supervisor, short next to an import.
+CONNECT_TIMEOUT = 30.0
+# Retries of a Connect request after the session is up. pyspark's default (15 retries,
+# backoff to 60 s) waits about 10 minutes for a server that died; this waits seconds.
+_CONNECT_RETRIES = {"max_retries": 5, "initial_backoff": 100, "backoff_multiplier": 4.0,
+                    "max_backoff": 5000}
+
+
+class SparkUnavailable(ConnectionError):
+    """The Spark Connect server at :attr:`url` did not accept a connection in time.
+
+    :attr:`url` is ``sc://host:port`` without the URL's parameters (a token stays out of
+    messages and logs).
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        super().__init__(f"Spark Connect server {url} unreachable: no connection within "
+                         f"{timeout:g}s")
 
 
 @attrs.frozen
@@ -177,18 +202,21 @@ def _jdbc_driver(url: str) -> str:
                      f"expected one of {', '.join(drivers)} or thrift://")
 
 
-def spark_factory(settings: SparkSettings) -> Callable[..., SparkSession]:
+def spark_factory(settings: SparkSettings, *,
+                  connect_timeout: float = CONNECT_TIMEOUT) -> Callable[..., SparkSession]:
     """Return ``get_spark(*, executor_cores=1)`` for ``settings`` (seed 001's contract).
 
     The session is created on the first call, not before: a runner that fails its checks
-    never pays for a JVM. Later calls return the same session.
+    never pays for a JVM. Later calls return the same session. With an ``sc://`` master,
+    ``get_spark`` raises :class:`SparkUnavailable` when the server accepts no connection
+    within ``connect_timeout`` seconds.
     """
 
     def get_spark(*, executor_cores: int = 1) -> SparkSession:
         from pyspark.sql import SparkSession
 
         if settings.is_connect:
-            return SparkSession.builder.remote(settings.master).getOrCreate()
+            return _connect_session(settings.master, connect_timeout)
         builder = SparkSession.builder.master(settings.master)
         for key, value in settings.spark_conf(executor_cores).items():
             builder = builder.config(key, value)
@@ -212,3 +240,25 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _connect_session(url: str, timeout: float) -> SparkSession:
+    """A Spark Connect session on ``url``, once its server accepts a connection."""
+    import grpc
+    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.client import DefaultChannelBuilder
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    builder = DefaultChannelBuilder(url)
+    # The session itself connects lazily, on its first request, and pyspark retries an
+    # unreachable server for minutes: wait for the channel here, with a deadline.
+    channel = builder.toChannel()
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise SparkUnavailable(f"sc://{builder.endpoint}", timeout) from None
+    finally:
+        channel.close()
+    session = SparkSession.builder.remote(url).getOrCreate()
+    session.client.set_retry_policies([DefaultPolicy(**_CONNECT_RETRIES)])
+    return session

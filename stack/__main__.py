@@ -4,9 +4,11 @@
         start every server (with --spark-connect also a Spark Connect server), print the
         endpoints and write .stack/env (the runner's environment; with --spark-connect
         its CSEP_SPARK_MASTER is the server's sc:// URL)
-    python -m stack demo [--keep-running]
-        the same, plus the dispatcher; import the sample CheckM2 job end to end and show
-        the result
+    python -m stack demo [--keep-running] [--classic-spark]
+        the stack with its Spark Connect server, plus the dispatcher, whose runners are
+        clients of that warm server (with --classic-spark: each runner starts its own
+        local[*] Spark instead); import the sample CheckM2 job end to end and show the
+        result
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def up(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from stack.demo import run_demo
 
-    with LocalStack() as stack:
+    with LocalStack(spark_connect=not args.classic_spark) as stack:
         write_env_file(stack)
         status = run_demo(stack, keep_running=args.keep_running, wait=wait_for_signal)
     print("stack stopped")
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="start the stack and the dispatcher, import the sample CheckM2 job")
     demo_parser.add_argument("--keep-running", action="store_true",
                              help="keep the stack and the dispatcher up until Ctrl-C")
+    demo_parser.add_argument("--classic-spark", action="store_true",
+                             help="no Spark Connect server: each runner starts local[*] Spark")
     demo_parser.set_defaults(func=demo)
     args = parser.parse_args(argv)
     return args.func(args)

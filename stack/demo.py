@@ -1,6 +1,7 @@
 """The main job in one command: a CTS completion event imported end to end.
 
-Starts the dispatcher (subprocess launcher) against a running local stack, registers the
+Starts the dispatcher (subprocess launcher) against a running local stack (its runners are
+clients of the stack's Spark Connect server when it has one), registers the
 sample CheckM2 job with the CTS double, publishes its completion event on ``cts-jobs``,
 waits for the dispatcher to commit it, and prints the imported rows, the spec and result
 in S3, and the CTS meta updates.
@@ -31,12 +32,19 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
     store = SpecStore(f"s3://{stack.lake_bucket}/specs", stack.s3.client())
     config = dispatcher_config(stack, topic=TOPIC, dlq_topic=DLQ_TOPIC, group_id=GROUP,
                                spec_store=store.base, metrics_port=DispatcherProcess.free_port())
-    dispatcher = DispatcherProcess(stack, stack.base_dir / "dispatcher", config).start()
+    # Runners inherit the dispatcher's environment: with the stack's Connect server they
+    # are its clients, otherwise each starts a classic Spark of its own.
+    runner_env = stack.connect_runner_env() if stack.spark_connect else None
+    dispatcher = DispatcherProcess(stack, stack.base_dir / "dispatcher", config,
+                                   env=runner_env).start()
     try:
         dispatcher.wait_serving()
         print(f"{'dispatcher':>22}: pid {dispatcher.process.pid}, log {dispatcher.log_path}")
+        spark = stack.spark_connect.url if stack.spark_connect else "local[*] per runner"
+        print(f"{'runners use Spark':>22}: {spark}")
         print(f"{'metrics and health':>22}: http://127.0.0.1:{config['metrics_port']}/metrics, /health")
         doc = samples.checkm2_job(stack)
+        published = time.monotonic()
         sent = _publish(stack, samples.completion_event(doc))
         print(f"published the completion of CTS job {doc['id']} at "
               f"{sent.topic}/{sent.partition}@{sent.offset}", flush=True)
@@ -45,6 +53,7 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
             print(f"the event was not committed within {timeout:.0f}s; dispatcher log:\n"
                   f"{dispatcher.log()}")
             return 1
+        print(f"imported and committed {time.monotonic() - published:.1f}s after publishing")
         _show(stack, store, doc)
         if keep_running:
             print("stack and dispatcher running; publish more events on 'cts-jobs'. "

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -17,8 +15,7 @@ from stack.paths import ROOT
 from stack.postgres import Postgres
 from stack.seaweed import SeaweedS3
 from stack.spark_connect import SparkConnectServer
-
-log = logging.getLogger(__name__)
+from stack.supervisor import Supervisor
 
 LAKE_BUCKET = "cdm-lake"
 
@@ -50,6 +47,7 @@ class LocalStack:
         self.cts = CTSDouble()
         self.lake_bucket = LAKE_BUCKET
         self.spark_connect: SparkConnectServer | None = None
+        self.spark_connect_supervisor: Supervisor | None = None
         self._with_spark_connect = spark_connect
         self._started: list = []
 
@@ -69,21 +67,23 @@ class LocalStack:
     def start_spark_connect(self) -> SparkConnectServer:
         """Start (once) a Spark Connect server on this stack and return it.
 
-        Its Delta Connect plug-ins are on when Maven can resolve the ``spark-connect``
-        jar profile; otherwise Delta still works over Connect through SQL and the
-        DataFrame API, and a warning says what is missing.
+        Delta's Connect plug-ins (jar profile ``spark-connect``, built by ``make setup``,
+        or here with Maven when missing) are on, so clients can use ``DeltaTable``; a
+        failed build raises ``subprocess.CalledProcessError``. A :class:`Supervisor`
+        (:attr:`spark_connect_supervisor`) starts the server again, on the same port,
+        whenever its process exits before :meth:`stop`.
         """
         if self.spark_connect is None:
             settings = SparkSettings.from_env(self.runner_env())
             server = SparkConnectServer(settings, self.base_dir / "spark-connect",
                                         delta_connect_jars=_delta_connect_jars())
-            server.start()
-            self._started.append(server)
-            self.spark_connect = server
+            supervisor = Supervisor(server).start()
+            self._started.append(supervisor)
+            self.spark_connect, self.spark_connect_supervisor = server, supervisor
         return self.spark_connect
 
     def stop(self) -> None:
-        self.spark_connect = None
+        self.spark_connect = self.spark_connect_supervisor = None
         while self._started:
             self._started.pop().stop()
         if not self.keep_data:
@@ -144,13 +144,5 @@ def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def _delta_connect_jars() -> tuple[str, ...]:
-    try:
-        directory = jars.ensure("spark-connect")
-    except subprocess.CalledProcessError as error:
-        output = f"{error.stdout or ''}{error.stderr or ''}".splitlines()
-        reason = next((line for line in output if "Could not" in line), output[-1] if output else "")
-        log.warning("the Delta Connect plug-in (jar profile spark-connect) could not be "
-                    "resolved from Maven (%s): Spark Connect serves Delta through SQL and the "
-                    "DataFrame API only, not DeltaTable", reason.strip())
-        return ()
+    directory = jars.ensure("spark-connect")
     return tuple(sorted(str(p) for p in directory.glob("*.jar")))

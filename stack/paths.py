@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("CSEP_CACHE_DIR", ROOT / ".cache"))
 JARS = CACHE / "jars"
 POM = ROOT / "jvm" / "pom.xml"
+# Delta's Spark Connect server plug-in, built from Delta's sources (jar profile spark-connect).
+DELTA_CONNECT_MODULE = ROOT / "jvm" / "delta-connect"
 
 
 def jar_dir(profile: str) -> Path:

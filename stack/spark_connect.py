@@ -7,19 +7,21 @@ The server is pyspark's own distribution (``spark-submit`` of ``SparkConnectServ
 whose jar ships in the pyspark wheel), configured with Delta, S3A and the metastore by
 :meth:`runner.spark.SparkSettings.spark_conf`, the same configuration a classic runner
 uses, so tables written through either are the same tables. With the Delta Connect
-plug-in jars (profile ``spark-connect`` of ``jvm/pom.xml``) Delta's own Python API
-(``DeltaTable``) also works over Connect; without them Delta works through SQL and the
-DataFrame reader/writer.
+plug-in jars (profile ``spark-connect`` of ``jvm/pom.xml``, compiled from Delta's sources
+in ``jvm/delta-connect``) Delta's own Python API (``DeltaTable``) also works over Connect;
+without them Delta works through SQL and the DataFrame reader/writer only.
 
     python -m stack.spark_connect [--host 0.0.0.0] [--port 15002] [--delta-connect-jars DIR]
 
 reads the ``CSEP_*`` environment of ``runner/spark.py`` (``CSEP_SPARK_MASTER`` is then the
-server's own master: ``local[*]`` or ``spark://...``) and serves until SIGTERM.
+server's own master: ``local[*]`` or ``spark://...``) and serves until SIGTERM, starting
+the server again on the same port if its JVM exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -30,6 +32,7 @@ import attrs
 
 from runner.spark import SparkSettings
 from stack.process import ServerProcess, free_ports, port_open
+from stack.supervisor import Supervisor
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DELTA_PLUGINS = {
@@ -71,7 +74,12 @@ class SparkConnectServer:
     The configuration goes to a 0600 properties file rather than the command line; it
     holds no credential either: those reach the server's JVM through its environment
     (:meth:`runner.spark.SparkSettings.jvm_environment`), as they reach a runner's.
+    ``start()`` may be called again after ``stop()`` (or after the process died): the
+    server comes back on the same port, which is what :class:`stack.supervisor.Supervisor`
+    does when the process exits.
     """
+
+    name = "spark-connect"
 
     def __init__(self, settings: SparkSettings, data_dir: Path, *, host: str = "127.0.0.1",
                  port: int | None = None, delta_connect_jars: tuple[str, ...] = ()) -> None:
@@ -114,6 +122,14 @@ class SparkConnectServer:
             self._server.stop()
             self._server = None
 
+    def running(self) -> bool:
+        """True while the server process started last has not exited."""
+        return self._server is not None and self._server.running()
+
+    @property
+    def pid(self) -> int | None:
+        return self._server.proc.pid if self._server else None
+
     def log_tail(self, lines: int = 30) -> str:
         return self._server.log_tail(lines) if self._server else ""
 
@@ -151,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with server:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with Supervisor(server):
         print(f"Spark Connect serving at {server.url} (Delta plug-ins: "
               f"{'on' if server.delta_plugins else 'off'})", flush=True)
         stop.wait()

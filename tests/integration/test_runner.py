@@ -92,6 +92,16 @@ importer_meta:
   deltatable: seed_example.read_counts
 '''
 
+# The same module registered for a second image, whose table is in the job user's namespace
+# (so the runner's result lists its commits); its runners are Spark Connect clients.
+SEED_ONLY_CONNECT_YAML = f'''
+name: read counts over connect
+py_module: read_counts_importer
+image: example.org/someone/read-counter-connect
+importer_meta:
+  deltatable: {namespace_prefix(USER)}seed_connect.read_counts
+'''
+
 SEQKIT_STATS = (
     "file\tformat\ttype\tnum_seqs\tsum_len\tmin_len\tavg_len\tmax_len\n"
     "contigs.fa\tFASTA\tDNA\t120\t4500000\t500\t37500.5\t900000\n"
@@ -116,6 +126,7 @@ def env(runner_env, tmp_path_factory):
     seed_dir = tmp_path_factory.mktemp("seed-only-importer")
     (seed_dir / "read_counts_importer.py").write_text(SEED_ONLY_MODULE)
     (seed_dir / "read_counts.yaml").write_text(SEED_ONLY_YAML)
+    (seed_dir / "read_counts_connect.yaml").write_text(SEED_ONLY_CONNECT_YAML)
     dirs = os.pathsep.join(map(str, [FIXTURE_IMPORTERS, EXAMPLE_IMPORTERS, seed_dir]))
     return {**runner_env, "CSEP_IMPORTER_DIRS": dirs}
 
@@ -221,6 +232,39 @@ def test_an_importer_written_from_seed_001_alone_runs_unchanged(stack, s3, store
     assert delta_rows(stack, "seed_example", "read_counts", "sample") == [
         {"sample": "s1", "reads": 1500, "cts_job_id": "job-seed"},
         {"sample": "s2", "reads": 42, "cts_job_id": "job-seed"}]
+
+
+def test_the_seed_001_importer_merges_through_a_spark_connect_runner(stack, spark_connect, s3,
+                                                                     store, env):
+    """The same importer, unchanged, in a runner that is a client of the stack's Spark
+    Connect server: its ``DeltaTable.forName(...).merge(...)`` runs on the server through
+    Delta's Connect plug-in. A second run of the spec inserts nothing and leaves the rows
+    as they were."""
+    connect_env = {**env, "CSEP_SPARK_MASTER": spark_connect.url}
+    database = f"{namespace_prefix(USER)}seed_connect"
+    counts = upload(s3, "cts-out", "job-seed-connect/counts.tsv",
+                    "sample\treads\ns1\t1500\ns2\t42\ns3\t7\n")
+    spec = make_spec("job-seed-connect", "example.org/someone/read-counter-connect",
+                     "read counts over connect", "read_counts_importer", [counts],
+                     {"deltatable": f"{database}.read_counts"})
+    expected = [{"sample": s, "reads": n, "cts_job_id": "job-seed-connect"}
+                for s, n in (("s1", 1500), ("s2", 42), ("s3", 7))]
+
+    first = run_spec(store, spec, connect_env, 0)
+    assert first.status == results.Status.SUCCEEDED
+    assert [c.operation for c in first.delta_commits] == ["CREATE TABLE", "MERGE"]
+    assert first.delta_commits[1].metrics["numTargetRowsInserted"] == "3"
+    assert delta_rows(stack, database, "read_counts", "sample") == expected
+
+    uri = store.spec_uri("job-seed-connect", "t-job-seed-connect")
+    again = run_runner(uri, connect_env)
+    assert again.returncode == 0, again.stderr[-6000:]
+    replay = store.results(uri)[-1]
+    assert replay.status == results.Status.SUCCEEDED
+    assert [c.operation for c in replay.delta_commits] == ["MERGE"]
+    metrics = replay.delta_commits[0].metrics
+    assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsDeleted"]) == ("0", "0")
+    assert delta_rows(stack, database, "read_counts", "sample") == expected
 
 
 def test_the_declarative_importer_loads_typed_columns(stack, s3, store, env):

@@ -4,10 +4,19 @@ A Connect client writes a Delta table by name (CREATE + MERGE), a classic Spark 
 reads it by name and writes a second one, and a Connect client reads that back: both
 kinds of session go through the same metastore (PostgreSQL) to the same S3 files, which
 delta-rs reads too. Connect clients are cheap (no local JVM); the one classic process is
-the one this test needs.
+the one this test needs. ``delta.tables.DeltaTable`` works for a Connect client through
+Delta's Connect plug-in, which the stack builds from Delta's sources.
+
+Runner-like clients on the one server keep their own session (confs, temporary views,
+failures), a client killed mid-query leaves the server serving, and a server killed with
+SIGKILL is started again on its port by the stack's supervisor.
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 from deltalake import DeltaTable
@@ -64,7 +73,13 @@ table = DeltaTable.forName(spark, "connect_smoke.delta_api")
 source = spark.createDataFrame([("y", 21), ("z", 30)], "name string, n bigint")
 (table.alias("t").merge(source.alias("s"), "t.name = s.name")
     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-print(json.dumps({"rows": [tuple(r) for r in table.toDF().orderBy("name").collect()]}))
+merged = [tuple(r) for r in table.toDF().orderBy("name").collect()]
+table.update("name = 'x'", {"n": "n + 1"})
+table.delete("name = 'z'")
+print(json.dumps({
+    "merged": merged,
+    "rows": [tuple(r) for r in table.toDF().orderBy("name").collect()],
+    "operations": [r.operation for r in table.history().orderBy("version").collect()]}))
 """
 
 
@@ -103,9 +118,117 @@ def test_tables_by_name_across_connect_and_classic_sessions(stack, connect_env, 
 
 
 def test_delta_table_api_over_connect(stack, spark_connect, connect_env):
-    if not spark_connect.delta_plugins:
-        pytest.skip("the Delta Connect plug-in jars (jvm/pom.xml profile spark-connect) "
-                    "could not be resolved from Maven on this machine")
-    merged = run_python(DELTA_TABLE_API, connect_env)
-    assert merged.returncode == 0, merged.stderr[-4000:]
-    assert last_json(merged.stdout)["rows"] == [["x", 10], ["y", 21], ["z", 30]]
+    assert spark_connect.delta_plugins
+    client = run_python(DELTA_TABLE_API, connect_env)
+    assert client.returncode == 0, client.stderr[-4000:]
+    seen = last_json(client.stdout)
+    assert seen["merged"] == [["x", 10], ["y", 21], ["z", 30]]
+    assert seen["rows"] == [["x", 11], ["y", 21]]
+    assert seen["operations"] == ["CREATE TABLE AS SELECT", "MERGE", "UPDATE", "DELETE"]
+
+
+# Two runner-like clients at once on one server: each sets the same session conf and temp
+# view name to its own value, waits until the other has done so too, then reads them back.
+# One of them also fails a query on purpose before reading.
+ISOLATED_CLIENT = """
+import json, os, sys, time
+from pathlib import Path
+from runner.spark import SparkSettings, spark_factory
+me, other, rendezvous = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+zone = {"chicago": "America/Chicago", "tokyo": "Asia/Tokyo"}[me]
+spark = spark_factory(SparkSettings.from_env())()
+spark.conf.set("spark.sql.session.timeZone", zone)
+spark.conf.set("csep.test.owner", me)
+spark.createDataFrame([(me,)], "owner string").createOrReplaceTempView("shared_name")
+(rendezvous / me).touch()
+deadline = time.monotonic() + 120
+while not (rendezvous / other).exists():
+    assert time.monotonic() < deadline, "the other client never got there"
+    time.sleep(0.1)
+failed = None
+if me == "chicago":
+    try:
+        spark.sql("SELECT * FROM no_such_table_anywhere").collect()
+    except Exception as error:
+        failed = type(error).__name__
+(rendezvous / f"{me}.read").touch()
+while not (rendezvous / f"{other}.read").exists():
+    assert time.monotonic() < deadline, "the other client never read"
+    time.sleep(0.1)
+print(json.dumps({
+    "timezone": spark.conf.get("spark.sql.session.timeZone"),
+    "owner": spark.conf.get("csep.test.owner"),
+    "view": [r.owner for r in spark.table("shared_name").collect()],
+    "failed": failed,
+    "session": spark.session_id}))
+"""
+
+# A client that starts a query lasting a minute and reports when it has been sent.
+LONG_QUERY = """
+import sys, threading, time
+from runner.spark import SparkSettings, spark_factory
+spark = spark_factory(SparkSettings.from_env())()
+spark.createDataFrame([(1,)], "n int").createOrReplaceTempView("killed_clients_view")
+threading.Timer(2.0, lambda: print("querying", flush=True)).start()
+spark.sql("SELECT java_method('java.lang.Thread', 'sleep', 60000L)").collect()
+"""
+
+SESSION_WORKS = """
+import json
+from runner.spark import SparkSettings, spark_factory
+spark = spark_factory(SparkSettings.from_env())()
+print(json.dumps({"sum": spark.range(10).groupBy().sum("id").first()[0],
+                  "view_leaked": spark.catalog.tableExists("killed_clients_view")}))
+"""
+
+
+def start_python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_parallel_clients_keep_their_own_confs_views_and_failures(connect_env, tmp_path):
+    names = ("chicago", "tokyo")
+    clients = [start_python(ISOLATED_CLIENT, me, other, str(tmp_path), env=connect_env)
+               for me, other in (names, names[::-1])]
+    seen = {}
+    for name, client in zip(names, clients):
+        out, err = client.communicate(timeout=300)
+        assert client.returncode == 0, err[-4000:]
+        seen[name] = last_json(out)
+
+    assert seen["chicago"] == {"timezone": "America/Chicago", "owner": "chicago",
+                               "view": ["chicago"], "failed": "AnalysisException",
+                               "session": seen["chicago"]["session"]}
+    assert seen["tokyo"] == {"timezone": "Asia/Tokyo", "owner": "tokyo", "view": ["tokyo"],
+                             "failed": None, "session": seen["tokyo"]["session"]}
+    assert seen["chicago"]["session"] != seen["tokyo"]["session"]
+
+
+def test_a_client_killed_mid_query_leaves_the_server_serving(stack, spark_connect,
+                                                             connect_env):
+    server_pid = spark_connect.pid
+    client = start_python(LONG_QUERY, env=connect_env)
+    try:
+        assert client.stdout.readline().strip() == "querying", client.stderr.read()[-4000:]
+    finally:
+        client.send_signal(signal.SIGKILL)
+        client.communicate()
+
+    after = run_python(SESSION_WORKS, connect_env, timeout=120)
+    assert after.returncode == 0, after.stderr[-4000:]
+    assert last_json(after.stdout) == {"sum": 45, "view_leaked": False}
+    assert spark_connect.pid == server_pid and spark_connect.running()
+
+
+def test_a_killed_server_is_restarted_on_its_port(stack, spark_connect, connect_env):
+    supervisor = stack.spark_connect_supervisor
+    restarts, url, pid = supervisor.restarts, spark_connect.url, spark_connect.pid
+    os.kill(pid, signal.SIGKILL)
+
+    assert supervisor.wait_restarts(restarts + 1, timeout=300), spark_connect.log_tail()
+    assert spark_connect.url == url and spark_connect.pid != pid
+    after = run_python(SESSION_WORKS, connect_env, timeout=120)
+    assert after.returncode == 0, after.stderr[-4000:]
+    assert last_json(after.stdout)["sum"] == 45
+

@@ -94,10 +94,13 @@ def test_runner_image_contract():
     steps = instructions(RUNNER)
     final = final_stage(RUNNER)
     assert ("ENTRYPOINT", '["python", "-m", "runner"]') in final
-    # The Spark jars come from the project's pom (the `spark` profile), not a second list.
+    # The Spark jars come from the project's pom (the `spark` profile), not a second list;
+    # Delta's Connect plug-in is built from jvm/delta-connect before its profile resolves.
     maven = " ".join(args for keyword, args in steps if keyword == "RUN" and "mvn" in args)
     assert "-f jvm/pom.xml" in maven and "spark spark-connect" in maven
-    assert ("COPY", "jvm/pom.xml jvm/pom.xml") in steps
+    assert maven.index("-f jvm/delta-connect/pom.xml") < maven.index("-f jvm/pom.xml")
+    assert "install" in maven and "|| [" not in maven
+    assert ("COPY", "jvm/ jvm/") in steps
     env = " ".join(args for keyword, args in final if keyword == "ENV")
     assert "CSEP_SPARK_JARS=/opt/csep/jars/spark" in env
     assert ("COPY", "--from=jars /jars /opt/csep/jars") in final
@@ -139,8 +142,8 @@ def compose_config(*args: str, env: dict[str, str] | None = None) -> subprocess.
 
 @pytest.fixture(scope="module")
 def resolved() -> dict:
-    result = compose_config("--profile", "tools", "--profile", "spark-connect",
-                            "--profile", "spark-cluster", "config", "--format", "json")
+    result = compose_config("--profile", "tools", "--profile", "spark-cluster", "config",
+                            "--format", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -182,15 +185,25 @@ def test_compose_services(resolved):
         for m in dispatcher["volumes"]]
     assert dispatcher["group_add"] == ["998"]
     assert dispatcher["environment"]["AWS_SECRET_ACCESS_KEY"] == "s3-secret-value"
-    assert set(dispatcher["depends_on"]) == {"kafka", "postgres", "cts", "buckets"}
+    assert set(dispatcher["depends_on"]) == {"kafka", "postgres", "cts", "buckets",
+                                             "spark-connect"}
     assert resolved["networks"]["default"]["name"] == "cdm-spark-events"
 
     assert services["runner"]["build"]["dockerfile"] == "Dockerfile.runner"
     assert services["runner"]["profiles"] == ["tools"]
     assert services["runner"]["environment"]["CSEP_METASTORE_URL"] == (
         "jdbc:postgresql://postgres:5432/metastore")
-    assert services["spark-connect"]["profiles"] == ["spark-connect"]
+    assert "profiles" not in services["spark-connect"]
     assert services["spark-connect"]["entrypoint"] == ["python", "-m", "stack.spark_connect"]
+    assert services["spark-connect"]["environment"]["CSEP_SPARK_MASTER"] == "local[*]"
+    assert services["spark-connect"]["restart"] == "unless-stopped"
+    # Runners are the warm server's clients: the dispatcher passes the URL on by name.
+    for name in ("dispatcher", "runner"):
+        assert services[name]["environment"]["CSEP_SPARK_MASTER"] == (
+            "sc://spark-connect:15002")
+    assert "spark-connect" in services["dispatcher"]["depends_on"]
+    compose_dispatcher = yaml.safe_load((ROOT / "deploy" / "dispatcher.compose.yaml").read_text())
+    assert "CSEP_SPARK_MASTER" in compose_dispatcher["launcher"]["docker"]["pass_env"]
     assert services["spark-master"]["profiles"] == ["spark-cluster"]
     assert services["spark-worker"]["command"][-1] == "spark://spark-master:7077"
 
@@ -199,7 +212,7 @@ def test_compose_default_stack_leaves_optional_services_out():
     result = compose_config("config", "--services")
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) == {"kafka", "s3", "postgres", "buckets", "cts",
-                                          "dispatcher"}
+                                          "spark-connect", "dispatcher"}
 
 
 def test_compose_s3_identity_comes_from_the_environment(resolved):

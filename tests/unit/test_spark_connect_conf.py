@@ -26,7 +26,7 @@ def test_server_conf_extends_the_runner_conf():
 
 
 def test_delta_plugins_come_with_their_jars():
-    plugins = ("/jars/delta-connect-server.jar", "/jars/delta-connect-common.jar")
+    plugins = ("/jars/delta-connect-server_4.0_2.13-4.4.0.jar", "/jars/protobuf-java-3.25.1.jar")
     conf = server_conf(SETTINGS, "127.0.0.1", 4000, plugins)
 
     assert conf["spark.connect.extensions.relation.classes"] == (

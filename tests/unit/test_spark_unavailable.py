@@ -1,0 +1,24 @@
+"""A Spark Connect runner whose server does not answer fails in seconds, naming the URL."""
+
+import time
+
+import pytest
+
+from runner.spark import SparkSettings, SparkUnavailable, spark_factory
+from stack.process import free_ports
+
+
+def test_a_refused_connection_raises_spark_unavailable_within_the_timeout():
+    (port,) = free_ports(1)
+    get_spark = spark_factory(SparkSettings(master=f"sc://127.0.0.1:{port}/;token=t0ps3cret"),
+                              connect_timeout=2)
+
+    started = time.monotonic()
+    with pytest.raises(SparkUnavailable) as caught:
+        get_spark()
+
+    assert time.monotonic() - started < 10
+    assert caught.value.url == f"sc://127.0.0.1:{port}"
+    assert str(caught.value) == (
+        f"Spark Connect server sc://127.0.0.1:{port} unreachable: no connection within 2s")
+    assert isinstance(caught.value, ConnectionError)
