@@ -55,6 +55,13 @@ def build(config: Config):
         os.environ[DIRS_VARIABLE] = os.pathsep.join(
             filter(None, [os.environ.get(DIRS_VARIABLE), *config.registry_dirs]))
     registry = Registry.load(check="find")
+    from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    assignor = {"cooperative-sticky": CooperativeStickyAssignor,
+                "range": RangePartitionAssignor,
+                "roundrobin": RoundRobinPartitionAssignor}[config.kafka.assignor]
     call_ms = int(config.kafka.call_timeout_seconds * 1000)
     consumer = KafkaConsumer(
         bootstrap_servers=config.kafka.bootstrap_servers, group_id=config.kafka.group_id,
@@ -63,7 +70,8 @@ def build(config: Config):
         max_poll_interval_ms=config.kafka.max_poll_interval_ms,
         session_timeout_ms=config.kafka.session_timeout_ms,
         heartbeat_interval_ms=min(3000, config.kafka.session_timeout_ms // 3),
-        group_instance_id=config.kafka.group_instance_id)
+        group_instance_id=config.kafka.group_instance_id,
+        partition_assignment_strategy=(assignor,))
     # max_block_ms bounds send() when the broker is unknown; the DLQ waits call_ms more.
     producer = KafkaProducer(
         bootstrap_servers=config.kafka.bootstrap_servers, acks="all", retries=5,

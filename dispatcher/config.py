@@ -49,6 +49,10 @@ class KafkaSettings:
     #: Static group membership: a dispatcher restarted with the same id takes its
     #: partitions back at once, without a rebalance (e.g. a StatefulSet pod's name).
     group_instance_id: str | None = None
+    #: How partitions are shared in the group. ``cooperative-sticky`` moves only the
+    #: partitions that must move when a dispatcher joins or leaves: the others' runners
+    #: keep working. ``range``/``roundrobin`` revoke everything at each rebalance.
+    assignor: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
 
 
 @attrs.frozen

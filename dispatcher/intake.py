@@ -28,12 +28,14 @@ log = logging.getLogger("dispatcher")
 class Intake:
     def __init__(self, consumer, topic: str, *, call_timeout_seconds: float,
                  max_uncommitted_span: int,
-                 on_lost: Callable[[set[TopicPartition]], None]) -> None:
+                 on_lost: Callable[[set[TopicPartition]], None],
+                 cooperative: bool = True) -> None:
         self.consumer = consumer
         self.topic = topic
         self.call_timeout_ms = int(call_timeout_seconds * 1000)
         self.max_uncommitted_span = max_uncommitted_span
         self.on_lost = on_lost
+        self.cooperative = cooperative
         self.offsets = OffsetTracker()
         self._last_lag = 0.0
 
@@ -108,20 +110,35 @@ class Intake:
         self.consumer.close(autocommit=False, timeout_ms=self.call_timeout_ms)
 
     # -- rebalances ---------------------------------------------------------------------
+    #
+    # Cooperative (incremental) rebalancing revokes only the partitions that move and
+    # assigns only the new ones; eager rebalancing revokes every partition and assigns the
+    # whole new set, so there the partitions to drop are those not given back.
 
     def revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit what finished on the revoked partitions; drop them if they move."""
         try:
             self.commit(revoked)
         except ServiceFailure as failure:
             log.warning("commit before a rebalance failed: %s", failure)
+        if self.cooperative:
+            self._drop(revoked & self.offsets.partitions(), "revoked in a rebalance")
 
     def assigned(self, assigned: set[TopicPartition]) -> None:
-        """Partitions not given back are dropped: their new owner redoes their events."""
-        lost = self.offsets.partitions() - assigned
-        self.offsets.forget(lost)
-        if lost:
-            log.info("partitions lost in a rebalance", extra={"partitions": sorted(map(str, lost))})
-            self.on_lost(lost)
+        if not self.cooperative:
+            self._drop(self.offsets.partitions() - assigned, "not given back in a rebalance")
+
+    def lost(self, lost: set[TopicPartition]) -> None:
+        """The group dropped this consumer (its session expired): nothing may be
+        committed; the partitions' new owners redo their events."""
+        self._drop(lost & self.offsets.partitions(), "lost with the group membership")
+
+    def _drop(self, partitions: set[TopicPartition], why: str) -> None:
+        if not partitions:
+            return
+        self.offsets.forget(partitions)
+        log.info("partitions %s", why, extra={"partitions": sorted(map(str, partitions))})
+        self.on_lost(partitions)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -133,3 +150,6 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self.intake.assigned(set(assigned))
+
+    def on_partitions_lost(self, lost):
+        self.intake.lost(set(lost))

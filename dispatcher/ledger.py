@@ -147,6 +147,17 @@ class AttemptLedger:
             ok = self.store.replace_text_if_match(uri, claims.to_yaml(renewed), current.etag)
         return renewed if ok else None
 
+    def release(self, spec_uri: str, claim: claims.AttemptClaim) -> None:
+        """End our lease now (the runner was stopped): the next owner takes the attempt
+        over without waiting. Raises ServiceFailure (s3)."""
+        uri = self._claim_uri(spec_uri, claim.attempt)
+        with calling("s3", "releasing an attempt"):
+            current = self._read_claim(uri)
+            if current is not None and current.claim.owner == self.owner:
+                self.store.replace_text_if_match(
+                    uri, claims.to_yaml(attrs.evolve(current.claim, lease_until=now())),
+                    current.etag)
+
     def result(self, spec_uri: str, claim: claims.AttemptClaim) -> results.RunResult | None:
         """The result of a claimed attempt, if written (an unreadable one: a placeholder)."""
         uri = str(S3Uri.parse(spec_uri).sibling(claim.result_name))

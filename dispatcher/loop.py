@@ -163,7 +163,8 @@ class Dispatcher:
         self.intake = Intake(consumer, config.kafka.topic,
                              call_timeout_seconds=config.kafka.call_timeout_seconds,
                              max_uncommitted_span=config.max_uncommitted_span,
-                             on_lost=self._partitions_lost)
+                             on_lost=self._partitions_lost,
+                             cooperative=config.kafka.assignor == "cooperative-sticky")
         self.dead_letters = dlq.DeadLetterQueue(producer, config.kafka.dlq_topic,
                                                 config.kafka.call_timeout_seconds)
         self.cts = cts
@@ -204,8 +205,11 @@ class Dispatcher:
             free = self.config.max_buffered_events - len(self.work)
             accepting = (not draining and free > 0 and not self.breakers.any_open()
                          and not self.streaks.halted_all)
+            # Events finishing (a DLQ acknowledgement due) are not kept waiting on a poll.
+            finishing = any(w.stage is Stage.FINISH for w in self.work.values())
             for record in self.intake.poll(accepting=accepting, max_records=free,
-                                           timeout_ms=200 if self.work else 500):
+                                           timeout_ms=10 if finishing else
+                                           200 if self.work else 500):
                 self._take_in(record)
             self._advance_all(draining)
             # A breaker no held event needs has nobody to probe it: the next event will.
@@ -541,13 +545,21 @@ class Dispatcher:
         return self._exit_status
 
     def _partitions_lost(self, lost: set[TopicPartition]) -> None:
-        """Work of partitions given to another consumer is dropped: its new owner redoes it."""
+        """Work of partitions given to another consumer is dropped: its new owner redoes
+        it. A running attempt is stopped and its claim released, so the new owner
+        launches it again at once instead of waiting for the lease to run out."""
         for key, work in list(self.work.items()):
-            if work.partition in lost:
-                if work.handle is not None:
-                    work.handle.kill()
-                    self.slots.release(work.importer.name)
-                del self.work[key]
+            if work.partition not in lost:
+                continue
+            if work.handle is not None:
+                work.handle.kill()
+                self.slots.release(work.importer.name)
+                try:
+                    self.ledger.release(work.spec_uri, work.claim)
+                except ServiceFailure as failure:  # then the lease runs out by itself
+                    log.warning("could not release the attempt's claim: %s", failure,
+                                extra=work.context)
+            del self.work[key]
 
 
 def _error_class(error: BaseException) -> str:

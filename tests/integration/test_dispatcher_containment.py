@@ -43,6 +43,7 @@ def _generated(count: int, known_job: str, seed: int = 20261124) -> list[tuple[b
     rng = random.Random(seed)
     odd_ids = ["..", ".", "", "../../etc/passwd", "a/b/../c", "x" * 3000, "\u0000nul",
                "t\u00e9l\u00e9\u2603", "%2e%2e", " ", "\ud83d\ude00" * 200, "a\nb"]
+    unusable = [value for value in odd_ids if not _usable(value)]
 
     def message(kind: int) -> tuple[bytes, bool]:
         if kind == 0:
@@ -59,6 +60,8 @@ def _generated(count: int, known_job: str, seed: int = 20261124) -> list[tuple[b
             return json.dumps({**event("typed"), field: value}).encode(), True
         if kind == 4:  # odd identifiers, for a job the CTS knows
             field, value = rng.choice(["job_id", "trans_id"]), rng.choice(odd_ids)
+            if field == "trans_id" and _usable(value) and rng.random() < 0.9:
+                value = rng.choice(unusable)  # usable ones are imports: a few are enough
             body = json.dumps({**event(known_job), field: value},
                               ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
             # A usable odd trans_id is a transition of the known job: imported.
