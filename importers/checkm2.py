@@ -1,8 +1,9 @@
 """CheckM2 importer: ``quality_report.tsv`` -> ``<namespace_prefix><database>.<table>``.
 
 ``importer_meta``: ``database`` and ``table``. One row per genome, merged on the genome
-name (a later job's values replace an earlier one's); ``cts_job_id`` records the job the
-row came from.
+name: the values of the job that completed last win, whatever order the jobs are imported
+in (a replayed older job only adds genomes the table lacks); ``cts_job_id`` records the job
+the row came from and ``cse_completion_time`` when that job completed.
 """
 
 from __future__ import annotations
@@ -46,4 +47,4 @@ def run_import(get_spark, job_info: dict[str, Any], metadata: dict[str, Any]) ->
         rows = rows.unionByName(frame)
     rows = rows.withColumn(JOB_ID_COLUMN, F.lit(job_info["id"]))
     merge(spark, rows, table_name(job_info, metadata["database"], metadata["table"]),
-          keys=["genome_name"])
+          keys=["genome_name"], job_info=job_info)

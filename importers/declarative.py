@@ -9,6 +9,8 @@ Its instructions are the ``importer_meta`` of the importer's YAML::
       table: stats
       merge_keys: [file]           # columns identifying a row
       mode: upsert                 # or insert: existing rows are never changed
+      guard: true                  # rows carry cse_completion_time; an older job's replay
+                                   # never updates a newer row. false: last merge wins
       job_id_column: cts_job_id    # lineage column (default); null for none
       null_values: ["", "NA"]      # cells read as null in nullable columns (default [""])
       columns:                     # in table order; source = header name (default: name)
@@ -28,7 +30,7 @@ import attrs
 
 from common.convert import StructureError, structure
 from importers.delimited import Column, Format, read_delimited
-from importers.tables import Mode, merge, table_name
+from importers.tables import COMPLETION_TIME_COLUMN, Mode, merge, table_name
 from runner.errors import BadDataError
 
 
@@ -44,16 +46,24 @@ def _keys_declared(instance: DeclarativeImport, attribute: attrs.Attribute,
             raise ValueError(f"merge_keys: column {key!r} must be declared nullable: false")
 
 
+def _not_reserved(instance: DeclarativeImport, attribute: attrs.Attribute, value) -> None:
+    names = [c.name for c in value] if attribute.name == "columns" else [value]
+    if COMPLETION_TIME_COLUMN in names:
+        raise ValueError(f"{attribute.name}: {COMPLETION_TIME_COLUMN!r} is reserved, the "
+                         f"helper library writes it")
+
+
 @attrs.frozen
 class DeclarativeImport:
     file_pattern: str
     database: str
     table: str
-    columns: tuple[Column, ...]
+    columns: tuple[Column, ...] = attrs.field(validator=_not_reserved)
     merge_keys: tuple[str, ...] = attrs.field(validator=_keys_declared)
     format: Format = "tsv"
     mode: Mode = "upsert"
-    job_id_column: str | None = "cts_job_id"
+    job_id_column: str | None = attrs.field(default="cts_job_id", validator=_not_reserved)
+    guard: bool = True
     null_values: tuple[str, ...] = ("",)
 
 
@@ -89,4 +99,4 @@ def run_import(get_spark, job_info: dict[str, Any], metadata: dict[str, Any]) ->
     if plan.job_id_column:
         rows = rows.withColumn(plan.job_id_column, F.lit(job_info["id"]))
     merge(spark, rows, table_name(job_info, plan.database, plan.table),
-          keys=list(plan.merge_keys), mode=plan.mode)
+          keys=list(plan.merge_keys), job_info=job_info, mode=plan.mode, guard=plan.guard)

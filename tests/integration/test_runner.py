@@ -7,7 +7,7 @@ change their exit code.
 """
 
 from __future__ import annotations
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import json
 import os
@@ -23,6 +23,7 @@ from deltalake import DeltaTable
 from contract import result as results
 from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix, to_yaml
 from contract.store import SpecStore
+from importers.tables import COMPLETION_TIME_COLUMN
 from tests.conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,8 @@ FIXTURE_IMPORTERS = ROOT / "tests" / "fixtures" / "importers"
 EXAMPLE_IMPORTERS = ROOT / "importers" / "examples"
 CHECKM2_IMAGE = "ghcr.io/kbasetest/cdm_checkm2"
 USER = "alice"
+# Every job of this module completed at the same time: a later import of a genome wins.
+COMPLETED = datetime.fromisoformat("2026-11-20T10:15:00.123000+00:00")
 
 HEADER = ("Name\tCompleteness\tContamination\tCompleteness_Model_Used\tTranslation_Table_Used\t"
           "Coding_Density\tContig_N50\tAverage_Gene_Length\tGenome_Size\tGC_Content\t"
@@ -51,7 +54,7 @@ def _row(name, completeness, contamination, model, table, density, n50, gene_len
             "completeness_model_used": model, "translation_table_used": table,
             "coding_density": density, "contig_n50": n50, "average_gene_length": gene_length,
             "genome_size": size, "gc_content": gc, "total_coding_sequences": coding,
-            "additional_notes": notes, "cts_job_id": job}
+            "additional_notes": notes, "cts_job_id": job, COMPLETION_TIME_COLUMN: COMPLETED}
 
 
 MERGED_ROWS = [
@@ -150,7 +153,7 @@ def make_spec(job_id: str, image: str, importer: str, py_module: str,
         job=JobInfo(id=job_id, outputs=tuple(outputs), image=image,
                     image_digest="sha256:" + "ab" * 32, input_file_count=1,
                     output_file_count=len(outputs),
-                    completion_time=datetime.fromisoformat("2026-11-20T10:15:00.123000+00:00"), user=USER,
+                    completion_time=COMPLETED, user=USER,
                     namespace_prefix=namespace_prefix(USER)),
         importer=ImporterRef(name=importer, py_module=py_module, importer_meta=meta or {}),
         event=EventRef(topic="cts-jobs", partition=0, offset=7, trans_id=f"t-{job_id}",
@@ -282,23 +285,26 @@ def test_the_declarative_importer_loads_typed_columns(stack, s3, store, env):
         "file": ("string", False), "format": ("string", True), "type": ("string", True),
         "num_seqs": ("long", True), "sum_len": ("long", True), "min_len": ("long", True),
         "avg_len": ("double", True), "max_len": ("long", True),
-        "cts_job_id": ("string", False)}
+        "cts_job_id": ("string", False), COMPLETION_TIME_COLUMN: ("timestamp", False)}
     assert delta_rows(stack, database, "stats", "file") == [
         {"file": "contigs.fa", "format": "FASTA", "type": "DNA", "num_seqs": 120,
          "sum_len": 4500000, "min_len": 500, "avg_len": 37500.5, "max_len": 900000,
-         "cts_job_id": "job-seqkit"},
+         "cts_job_id": "job-seqkit", COMPLETION_TIME_COLUMN: COMPLETED},
         {"file": "plasmids.fa", "format": "FASTA", "type": "DNA", "num_seqs": 3,
          "sum_len": 60000, "min_len": 5000, "avg_len": 20000.0, "max_len": 40000,
-         "cts_job_id": "job-seqkit"}]
+         "cts_job_id": "job-seqkit", COMPLETION_TIME_COLUMN: COMPLETED}]
 
 
 def test_tables_are_readable_by_name_through_spark(stack, runner_env):
     read = run_python(textwrap.dedent(f"""
         import json
+        from pyspark.sql import functions as F
         from runner.spark import SparkSettings, spark_factory
         spark = spark_factory(SparkSettings.from_env())()
+        # The completion time as epoch microseconds: the same instant in any session zone.
         checkm2 = [r.asDict() for r in spark.sql(
-            "SELECT * FROM {CHECKM2_DB}.quality_report ORDER BY genome_name").collect()]
+            "SELECT * FROM {CHECKM2_DB}.quality_report ORDER BY genome_name").withColumn(
+            "{COMPLETION_TIME_COLUMN}", F.unix_micros("{COMPLETION_TIME_COLUMN}")).collect()]
         seqkit = spark.sql("SELECT file, num_seqs FROM {namespace_prefix(USER)}seqkit.stats "
                            "ORDER BY file").collect()
         print(json.dumps({{"checkm2": checkm2, "seqkit": [list(r) for r in seqkit]}}))
@@ -306,7 +312,8 @@ def test_tables_are_readable_by_name_through_spark(stack, runner_env):
         """), runner_env)
     assert read.returncode == 0, read.stderr[-4000:]
     tables = json.loads(read.stdout.strip().splitlines()[-1])
-    assert tables["checkm2"] == MERGED_ROWS
+    micros = (COMPLETED - datetime.fromtimestamp(0, UTC)) // timedelta(microseconds=1)
+    assert tables["checkm2"] == [{**row, COMPLETION_TIME_COLUMN: micros} for row in MERGED_ROWS]
     assert tables["seqkit"] == [["contigs.fa", 120], ["plasmids.fa", 3]]
 
 
