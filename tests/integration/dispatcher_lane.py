@@ -52,7 +52,8 @@ class Lane:
     # -- the dispatcher -------------------------------------------------------------------
 
     def dispatcher(self, topic: str | None = None, dlq_topic: str | None = None,
-                   env: dict[str, str] | None = None, **overrides: Any) -> DispatcherProcess:
+                   env: dict[str, str] | None = None, group_id: str | None = None,
+                   spec_store: str | None = None, **overrides: Any) -> DispatcherProcess:
         settings = {"retry": FAST_RETRY, "max_in_flight": 4, "shutdown_grace_seconds": 60,
                     "infrastructure_budget_seconds": 120, "attempt_lease_seconds": 6,
                     # The test importers record what they did in CSEP_TEST_STATE_DIR.
@@ -61,7 +62,7 @@ class Lane:
                     **overrides}
         config = dispatcher_config(
             self.stack, topic=topic or self.topic, dlq_topic=dlq_topic or self.dlq_topic,
-            group_id=self.group, spec_store=self.store.base,
+            group_id=group_id or self.group, spec_store=spec_store or self.store.base,
             metrics_port=DispatcherProcess.free_port(), **settings)
         process = DispatcherProcess(
             self.stack, self.tmp_path / f"dispatcher-{len(self.dispatchers)}", config,
