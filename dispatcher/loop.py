@@ -182,6 +182,7 @@ class Dispatcher:
         self.default_policy = RetryPolicy(**attrs.asdict(config.retry))
         self._stopping = False
         self._exit_status = EXIT_OK
+        self._last_status = 0.0
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -510,9 +511,29 @@ class Dispatcher:
         self.metrics.in_flight.set(self.slots.in_use)
         self.metrics.buffered.set(len(self.work))
         self.health.last_turn = time.monotonic()
+        if time.monotonic() - self._last_status >= 1.0:
+            self._last_status = time.monotonic()
+            self.health.status = self.status()
         lag = self.intake.lag()
         for partition, behind in (lag or {}).items():
             self.metrics.lag.labels(partition.topic, partition.partition).set(behind)
+
+    def status(self) -> dict[str, Any]:
+        """What ``/status`` shows: each event held, each breaker, each halted importer."""
+        clock, wall = time.monotonic(), now()
+        events = [{
+            "job_id": w.event.job_id if w.event else None, "topic": w.record.topic,
+            "partition": w.record.partition, "offset": w.record.offset,
+            "stage": w.stage.value, "importer": w.importer.name if w.importer else None,
+            "attempt": w.claim.attempt if w.claim else w.attempts.spent or None,
+            "runner_age_seconds": round((wall - w.started_at).total_seconds(), 1)
+            if w.handle is not None and w.started_at else None,
+            "next_step_in_seconds": round(w.not_before - clock, 1)
+            if w.not_before > clock else None,
+            "outcome": w.outcome.value if w.outcome else None,
+        } for w in list(self.work.values())]
+        return {"events": events, "runners_in_flight": self.slots.in_use,
+                "breakers": self.breakers.states(), "halted": self.streaks.problem()}
 
     def _check_budget(self) -> None:
         breaker = self.breakers.over_budget()

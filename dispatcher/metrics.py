@@ -1,11 +1,13 @@
 """Prometheus metrics and the health endpoint, served together on one HTTP port.
 
 ``/metrics`` is the Prometheus exposition; ``/health`` answers 200 while the loop is
-turning and its services answer, 503 otherwise (for compose and Kubernetes probes).
+turning and its services answer, 503 otherwise (for compose and Kubernetes probes);
+``/status`` is a JSON view of the events the dispatcher holds and its breakers' states.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +48,8 @@ class Health:
         self.last_turn = time.monotonic()
         #: The dispatcher's open circuit breakers, as one line (None: all closed).
         self.problems: Callable[[], str | None] = lambda: None
+        #: The latest status view, replaced by the loop (at most every second).
+        self.status: dict = {}
 
     def problem(self) -> str | None:
         if time.monotonic() - self.last_turn > self.stale_after:
@@ -63,6 +67,10 @@ def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0") ->
     exposition = make_wsgi_app(metrics.registry)
 
     def app(environ, start_response):
+        if environ.get("PATH_INFO") == "/status":
+            body = json.dumps({"problem": health.problem(), **health.status}, default=str)
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body.encode()]
         if environ.get("PATH_INFO") == "/health":
             problem = health.problem()
             status = "503 Service Unavailable" if problem else "200 OK"

@@ -141,6 +141,12 @@ def test_a_hung_cts_parks_the_event_and_it_is_imported_when_the_cts_answers(lane
         dispatcher = lane.dispatcher(cts={"url": lane.stack.cts.url, "timeout_seconds": 2})
         wait_until(lambda: _health(dispatcher) == 503, 30, "the dispatcher to report unhealthy")
         assert lane.committed()[0] is None and dispatcher.process.poll() is None
+        url = f"http://127.0.0.1:{dispatcher.config['metrics_port']}/status"
+        status = wait_until(lambda: json.loads(urllib.request.urlopen(url, timeout=5).read()),
+                            10, "the status view")
+        [held] = status["events"]
+        assert (held["job_id"], held["stage"]) == ("hung-cts-1", "prepare")
+        assert status["breakers"]["cts"]["open"] and "cts" in status["problem"]
     finally:
         lane.stack.cts.hang(False)
     wait_until(lambda: lane.committed()[0] == offset + 1, 60, "the commit after the hang")
