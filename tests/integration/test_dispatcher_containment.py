@@ -156,36 +156,29 @@ def test_a_hung_cts_parks_the_event_and_it_is_imported_when_the_cts_answers(lane
     assert dispatcher.stop() == 0
 
 
-def test_s3_restarted_during_a_batch_loses_nothing_and_spends_nothing(lane):
-    jobs = [f"s3-restart-{i}" for i in range(12)]
+def _s3_outage(lane, dispatcher, publish_rest):
+    lane.stack.s3.stop()
+    try:
+        publish_rest()
+        wait_until(lambda: _health(dispatcher) == 503, 60, "the S3 breaker to open")
+    finally:
+        lane.stack.s3.start()
+
+
+def _broker_restart(lane, dispatcher, publish_rest):
+    lane.stack.kafka.restart()
+    publish_rest()
+
+
+@pytest.mark.parametrize("outage", [_s3_outage, _broker_restart], ids=["s3", "kafka"])
+def test_a_service_restarted_mid_stream_loses_nothing_and_spends_nothing(lane, outage):
+    jobs = [f"{outage.__name__.strip('_').replace('_', '-')}-{i}" for i in range(10)]
     for job_id in jobs:
         lane.job(job_id, "quick")
     dispatcher = lane.dispatcher(max_in_flight=2)
     offsets = [lane.complete(job_id) for job_id in jobs[:4]]
     wait_until(lambda: lane.done(jobs[0]), 60, "the first import")
-    lane.stack.s3.stop()
-    try:
-        offsets += [lane.complete(job_id) for job_id in jobs[4:]]
-        wait_until(lambda: _health(dispatcher) == 503, 60, "the S3 breaker to open")
-    finally:
-        lane.stack.s3.start()
-    wait_until(lambda: lane.committed()[0] == offsets[-1] + 1, 180, "every commit")
-    assert dispatcher.process.poll() is None
-    assert all(lane.done(job_id) for job_id in jobs)
-    assert all(_spent(lane, job_id) == ["succeeded"] for job_id in jobs)
-    assert lane.dead_letters(0, timeout=1) == []
-    assert dispatcher.stop() == 0
-
-
-def test_kafka_restarted_mid_stream_loses_nothing(lane):
-    jobs = [f"kafka-restart-{i}" for i in range(10)]
-    for job_id in jobs:
-        lane.job(job_id, "quick")
-    dispatcher = lane.dispatcher(max_in_flight=2)
-    offsets = [lane.complete(job_id) for job_id in jobs[:5]]
-    wait_until(lambda: lane.done(jobs[0]), 60, "the first import")
-    lane.stack.kafka.restart()
-    offsets += [lane.complete(job_id) for job_id in jobs[5:]]
+    outage(lane, dispatcher, lambda: offsets.extend(lane.complete(j) for j in jobs[4:]))
     wait_until(lambda: lane.committed()[0] == offsets[-1] + 1, 180, "every commit")
     assert dispatcher.process.poll() is None
     assert all(lane.done(job_id) for job_id in jobs)
