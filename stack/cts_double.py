@@ -103,7 +103,7 @@ class CTSDouble:
             return [u for u in self.meta_updates if u.job_id == job_id]
 
     def start(self) -> CTSDouble:
-        self._server = ThreadingHTTPServer((self._host, self._port), _handler_for(self))
+        self._server = _Server((self._host, self._port), _handler_for(self))
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="cts-double",
@@ -145,6 +145,14 @@ class CTSDouble:
                 meta.pop(key, None)
             self.meta_updates.append(MetaUpdate(job_id, dict(set_fields), list(unset_keys)))
             return 200, copy.deepcopy(doc)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A client that goes away mid-request (a dispatcher killed on purpose) is not
+        # the double's error; anything else still prints its traceback.
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
 
 
 def _error(httpcode: int, appcode: int, message: str) -> tuple[int, dict]:
