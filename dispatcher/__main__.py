@@ -14,7 +14,7 @@ import signal
 import sys
 
 from dispatcher import config as configuration
-from dispatcher import logs
+from common import logs
 from dispatcher.config import Config, LauncherSettings
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except configuration.ConfigError as error:
         print(f"dispatcher: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.configure(config.log_level, secrets=[config.cts_token])
+    # kafka-python logs every connection hiccup at INFO/WARNING; ours say what matters.
+    logs.configure(config.log_level, secrets=[config.cts_token], quiet=("kafka",))
     dispatcher = build(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _: (log.info("signal %s: shutting down", number),

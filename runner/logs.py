@@ -1,19 +1,17 @@
-"""The runner's log: JSON lines on stderr, each carrying the job id once it is known.
+"""The runner's log: JSON lines on stderr (:mod:`common.logs`), each carrying the job id
+and the spec once they are known.
 
 Nothing here logs the environment; messages name files, jobs and tables, never
 credentials. In case one slips into a message anyway (an importer's exception quoting a
-connection string), every record is redacted (:mod:`common.redaction`) before it is
-written. Records of other loggers (an importer's own) go the same way at WARNING and up.
+connection string), every record is redacted before it is written. Records of other
+loggers (an importer's own) go the same way at WARNING and up.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
-from pythonjsonlogger.json import JsonFormatter
-
-from common.redaction import RedactingFilter, Redactor
+from common import logs
 
 log = logging.getLogger("runner")
 
@@ -36,15 +34,5 @@ context = _JobContext()
 
 
 def configure(level: str = "INFO") -> None:
-    """Send the runner's records to stderr as JSON lines, with the credentials of the
-    environment redacted."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(context)
-    handler.addFilter(RedactingFilter(Redactor.from_env()))
-    handler.setFormatter(JsonFormatter(
-        "{asctime}{levelname}{name}{message}{job_id}{spec}", style="{",
-        rename_fields={"asctime": "time", "levelname": "level"}))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
-    logging.getLogger().handlers[:] = [handler]
+    """Send the runner's records to stderr as JSON lines, redacted."""
+    logs.configure(level, logger="runner", filters=[context])

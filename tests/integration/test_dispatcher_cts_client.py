@@ -93,7 +93,7 @@ def test_a_cts_that_never_answers_fails_within_the_deadline(stack):
     finally:
         stack.cts.hang(False)
     assert hung.value.fault is Fault.INFRASTRUCTURE
-    assert elapsed < 10  # the deadline, not forever
+    assert elapsed < 60  # the deadline, not forever
     done = threading.Event()
     threading.Thread(target=lambda: (client.get_job("hung-1"), done.set()), daemon=True).start()
     assert done.wait(10)
