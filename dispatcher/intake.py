@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from common.faults import ServiceFailure, calling
@@ -86,8 +86,9 @@ class Intake:
                 self.consumer.commit({p: OffsetAndMetadata(o, "", -1) for p, o in moves.items()},
                                      timeout_ms=self.call_timeout_ms)
         except ServiceFailure as failure:
-            if isinstance(failure.__cause__, CommitFailedError):
-                log.warning("commit refused (group rebalancing): %s", failure.__cause__)
+            if isinstance(failure.__cause__, (CommitFailedError, RebalanceInProgressError)):
+                # The next turn commits again, to whichever partitions are still ours.
+                log.info("commit deferred: the group is rebalancing")
                 return
             raise
         self.offsets.committed(moves)
