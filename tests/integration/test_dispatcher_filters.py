@@ -22,10 +22,10 @@ def report(lane) -> list[dict]:
 
 def test_jobs_the_match_refuses_are_acknowledged_as_no_ops(lane):
     outputs = report(lane)
-    taken = lane.job(f"filters-taken-{lane.name}", "filtered", outputs=outputs, output_file_count=1,
-                     job_input={"params": {"args": ["--threads=2"]}})
-    dry_run = lane.job(f"filters-dry-run-{lane.name}", "filtered", outputs=outputs, output_file_count=1,
-                       job_input={"params": {"args": ["--dry-run"]}})
+    taken = lane.job(f"filters-taken-{lane.name}", "filtered", outputs=outputs,
+                     output_file_count=1, job_input={"params": {"args": ["--threads=2"]}})
+    dry_run = lane.job(f"filters-dry-run-{lane.name}", "filtered", outputs=outputs,
+                       output_file_count=1, job_input={"params": {"args": ["--dry-run"]}})
     no_report = lane.job(f"filters-no-report-{lane.name}", "filtered")
     for doc in (dry_run, no_report, taken):
         last = lane.complete(doc["id"])
