@@ -2,7 +2,8 @@
 
 Exit status: 0 after a graceful shutdown, 69 when a service (the CTS, S3, Kafka, a
 runner's) stayed down past ``infrastructure_budget_seconds``, 70 after a dead-letter
-streak (``dead_letter_streak``), 78 for an unusable configuration (one line on stderr).
+streak (``dead_letter_streak``), 78 for an unusable configuration or importer registry
+(one line on stderr).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 
 from dispatcher import config as configuration
 from common import logs
+from registry import RegistryError
 from dispatcher.config import Config, LauncherSettings
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
@@ -100,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     # kafka-python logs every connection hiccup at INFO/WARNING; ours say what matters.
     logs.configure(config.log_level, secrets=[config.cts_token], quiet=("kafka",))
-    dispatcher = build(config)
+    try:
+        dispatcher = build(config)
+    except RegistryError as error:
+        print(f"dispatcher: the importer registry is unusable: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _: (log.info("signal %s: shutting down", number),
                                               dispatcher.stop()))

@@ -277,6 +277,10 @@ class Dispatcher:
             EventRef(topic=work.record.topic, partition=work.record.partition,
                      offset=work.record.offset, trans_id=work.event.trans_id,
                      time=work.event.time))
+        if (refusal := entry.refusal(spec)) is not None:
+            log.info("importer %s does not take the job: %s", entry.name, refusal,
+                     extra=work.context)
+            return work.conclude(Outcome.NO_IMPORTER)
         work.spec_uri, drift = self.ledger.write_spec(spec)
         if drift:
             log.warning("the stored spec differs from this event's (%s); the stored one is "

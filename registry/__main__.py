@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         s = entry.settings
         print(f"{entry.image}\t{entry.name}\t{entry.py_module}\t{entry.source}\t"
               f"timeout={s.timeout_seconds} max_attempts={s.max_attempts} "
-              f"max_concurrent={s.max_concurrent} executor_cores={s.executor_cores}")
+              f"max_concurrent={s.max_concurrent} executor_cores={s.executor_cores}"
+              + (f" match={entry.match.describe()}" if entry.match else ""))
     return 0
 
 

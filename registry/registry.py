@@ -11,6 +11,11 @@ One YAML file per importer (seed 001), with optional per-importer settings::
       max_attempts: 5
       max_concurrent: 2
       executor_cores: 1
+    match:                              # optional: the jobs it takes (registry.filters)
+      output: "*/quality_report.tsv"
+
+A job whose importer's ``match`` refuses it is not imported: the dispatcher acknowledges
+it as a no-op, as when no importer is registered for its image.
 
 The files are read from the ``importers`` package directory and from every directory in
 ``CSEP_IMPORTER_DIRS`` (``os.pathsep``-separated); such a directory is put on
@@ -34,6 +39,8 @@ import attrs
 import yaml
 
 from common.convert import StructureError, converter, positive, structure
+from contract.spec import JobSpec
+from registry.filters import JobFacts, Match, register
 from registry.images import image_name, name_problem
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "importers"
@@ -71,6 +78,7 @@ class ImporterFile:
     # Seed 001: "the metadata, if any"; an empty `importer_meta:` is YAML null.
     importer_meta: dict[str, Any] | None = None
     settings: ImporterSettings = ImporterSettings()
+    match: Match | None = None
 
 
 @attrs.frozen
@@ -83,9 +91,15 @@ class ImporterEntry:
     importer_meta: dict[str, Any]
     settings: ImporterSettings
     source: Path
+    match: Match | None = None
+
+    def refusal(self, spec: JobSpec) -> str | None:
+        """None when this importer takes the job of ``spec``; else which ``match``
+        condition failed and why (one line)."""
+        return None if self.match is None else self.match.refusal(JobFacts.of(spec))
 
 
-_converter = converter()
+_converter = register(converter())
 
 
 @attrs.frozen
@@ -156,7 +170,7 @@ def _read(path: Path) -> ImporterEntry:
         raise ValueError(f"{path}: image: {problem}")
     return ImporterEntry(name=content.name, py_module=content.py_module, image=content.image,
                          importer_meta=content.importer_meta or {},
-                         settings=content.settings, source=path)
+                         settings=content.settings, source=path, match=content.match)
 
 
 def _check_module(entry: ImporterEntry, check: Check) -> None:

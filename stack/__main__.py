@@ -3,23 +3,35 @@
     python -m stack up [--keep-running] [--spark-connect]
         start every server (with --spark-connect also a Spark Connect server), print the
         endpoints and write .stack/env (the runner's environment; with --spark-connect
-        its CSEP_SPARK_MASTER is the server's sc:// URL)
+        its CSEP_SPARK_MASTER is the server's sc:// URL) and .stack/stack.json (the
+        servers' coordinates, for `replay`; removed when the stack stops)
     python -m stack demo [--keep-running] [--classic-spark]
         the stack with its Spark Connect server, plus the dispatcher, whose runners are
         clients of that warm server (with --classic-spark: each runner starts its own
-        local[*] Spark instead); import the sample CheckM2 job end to end and show the
-        result
+        local[*] Spark instead); replay the sample event set (stack/samples: a CheckM2
+        job) end to end and show the result
+    python -m stack replay DIR [--topic T] [--dlq-topic T] [--group G] [--timeout S]
+                           [--state FILE]
+        replay the event set DIR into the running stack (.stack/stack.json): upload its
+        output files, register its jobs with the CTS double, publish their events, and
+        print each event's outcome once the dispatcher's group has committed it; exit 0
+        when every event was committed, 1 otherwise (stack.replay)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 from stack.local import LocalStack
 from stack.paths import ROOT
+from stack.replay import DEFAULT_DLQ_TOPIC, DEFAULT_GROUP, DEFAULT_TOPIC
+from stack.state import STATE_FILE, StackState
 
 ENV_FILE = ROOT / ".stack" / "env"
 
@@ -33,6 +45,17 @@ def write_env_file(stack: LocalStack) -> None:
     ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
 
+@contextlib.contextmanager
+def running(stack: LocalStack) -> Iterator[None]:
+    """Publish the stack's environment and coordinates while it runs."""
+    write_env_file(stack)
+    StackState.of(stack).write()
+    try:
+        yield
+    finally:
+        STATE_FILE.unlink(missing_ok=True)
+
+
 def wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,11 +64,11 @@ def wait_for_signal() -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    with LocalStack(spark_connect=args.spark_connect) as stack:
-        write_env_file(stack)
+    with LocalStack(spark_connect=args.spark_connect) as stack, running(stack):
         for name, value in stack.endpoints().items():
             print(f"{name:>22}: {value}")
         print(f"{'runner environment':>22}: {ENV_FILE} (contains credentials)")
+        print(f"{'stack coordinates':>22}: {STATE_FILE} (contains credentials)")
         if args.keep_running:
             print("stack running; Ctrl-C stops it", flush=True)
             wait_for_signal()
@@ -56,11 +79,24 @@ def up(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from stack.demo import run_demo
 
-    with LocalStack(spark_connect=not args.classic_spark) as stack:
-        write_env_file(stack)
+    with LocalStack(spark_connect=not args.classic_spark) as stack, running(stack):
         status = run_demo(stack, keep_running=args.keep_running, wait=wait_for_signal)
     print("stack stopped")
     return status
+
+
+def replay_set(args: argparse.Namespace) -> int:
+    from stack.replay import EventSetError, replay
+
+    try:
+        state = StackState.read(args.state)
+        reports = replay(state, args.directory, topic=args.topic, dlq_topic=args.dlq_topic,
+                         group=args.group, timeout=args.timeout,
+                         out=lambda line: print(line, flush=True))
+    except (OSError, EventSetError, ValueError) as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
+    return 0 if all(r.outcome != "not committed" for r in reports) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--classic-spark", action="store_true",
                              help="no Spark Connect server: each runner starts local[*] Spark")
     demo_parser.set_defaults(func=demo)
+    replay_parser = commands.add_parser(
+        "replay", help="replay an event set into the running stack and print the outcomes")
+    replay_parser.add_argument("directory", type=Path, help="the event set")
+    replay_parser.add_argument("--topic", default=DEFAULT_TOPIC)
+    replay_parser.add_argument("--dlq-topic", default=DEFAULT_DLQ_TOPIC)
+    replay_parser.add_argument("--group", default=DEFAULT_GROUP,
+                               help="the dispatcher's consumer group")
+    replay_parser.add_argument("--timeout", type=float, default=600.0,
+                               help="seconds to wait for the dispatcher to commit every event")
+    replay_parser.add_argument("--state", type=Path, default=STATE_FILE,
+                               help=f"the stack's coordinates (default {STATE_FILE})")
+    replay_parser.set_defaults(func=replay_set)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,10 +1,11 @@
 """The main job in one command: a CTS completion event imported end to end.
 
 Starts the dispatcher (subprocess launcher) against a running local stack (its runners are
-clients of the stack's Spark Connect server when it has one), registers the
-sample CheckM2 job with the CTS double, publishes its completion event on ``cts-jobs``,
-waits for the dispatcher to commit it, and prints the imported rows, the spec and result
-in S3, and the CTS meta updates.
+clients of the stack's Spark Connect server when it has one), replays the sample event
+set ``stack/samples`` (:mod:`stack.replay`: the CheckM2 job registered with the CTS double,
+its report uploaded, its completion event published on ``cts-jobs``), waits for the
+dispatcher to commit it, and prints the imported rows, the spec and result in S3, and the
+CTS meta updates.
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ import json
 import time
 from collections.abc import Callable
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
 from contract.spec import namespace_prefix
 from contract.store import SpecStore
-from stack import samples
+from stack import replay, samples
 from stack.dispatching import DispatcherProcess, dispatcher_config
 from stack.local import LocalStack
 from stack.paths import ROOT
+from stack.state import StackState
 
-TOPIC, DLQ_TOPIC, GROUP = "cts-jobs", "cts-jobs-dlq", "cdm-spark-events"
+TOPIC, DLQ_TOPIC, GROUP = replay.DEFAULT_TOPIC, replay.DEFAULT_DLQ_TOPIC, replay.DEFAULT_GROUP
 
 
 def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
              timeout: float = 600.0) -> int:
+    state = StackState.of(stack)
     stack.kafka.create_topic(TOPIC, 3)
     stack.kafka.create_topic(DLQ_TOPIC, 1)
     store = SpecStore(f"s3://{stack.lake_bucket}/specs", stack.s3.client())
@@ -43,49 +44,26 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
         spark = stack.spark_connect.url if stack.spark_connect else "local[*] per runner"
         print(f"{'runners use Spark':>22}: {spark}")
         print(f"{'metrics and health':>22}: http://127.0.0.1:{config['metrics_port']}/metrics, /health")
-        doc = samples.checkm2_job(stack)
+        print(f"replaying the event set {samples.HERE.relative_to(ROOT)}", flush=True)
         published = time.monotonic()
-        sent = _publish(stack, samples.completion_event(doc))
-        print(f"published the completion of CTS job {doc['id']} at "
-              f"{sent.topic}/{sent.partition}@{sent.offset}", flush=True)
-        if not _wait_committed(stack, TopicPartition(sent.topic, sent.partition),
-                               sent.offset + 1, timeout, dispatcher):
-            print(f"the event was not committed within {timeout:.0f}s; dispatcher log:\n"
-                  f"{dispatcher.log()}")
+        [report] = replay.replay(state, samples.HERE, topic=TOPIC, dlq_topic=DLQ_TOPIC,
+                                 group=GROUP, timeout=timeout,
+                                 alive=lambda: dispatcher.process.poll() is None,
+                                 out=lambda line: print(line, flush=True))
+        if report.outcome != "imported":
+            print(f"dispatcher log:\n{dispatcher.log()}")
             return 1
         print(f"imported and committed {time.monotonic() - published:.1f}s after publishing")
-        _show(stack, store, doc)
+        _show(stack, store, samples.CHECKM2.doc)
         if keep_running:
-            print("stack and dispatcher running; publish more events on 'cts-jobs'. "
-                  "Ctrl-C stops them", flush=True)
+            print("stack and dispatcher running; publish more events on 'cts-jobs' or "
+                  "replay an event set (python -m stack replay DIR). Ctrl-C stops them",
+                  flush=True)
             wait()
     finally:
         status = dispatcher.stop()
         print(f"dispatcher stopped (exit status {status})")
     return 0
-
-
-def _publish(stack: LocalStack, value: bytes):
-    producer = KafkaProducer(bootstrap_servers=stack.kafka.bootstrap, acks="all")
-    try:
-        return producer.send(TOPIC, value=value).get(timeout=30)
-    finally:
-        producer.close()
-
-
-def _wait_committed(stack: LocalStack, partition: TopicPartition, offset: int,
-                    timeout: float, dispatcher: DispatcherProcess) -> bool:
-    consumer = KafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, group_id=GROUP,
-                             enable_auto_commit=False)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and dispatcher.process.poll() is None:
-            if (consumer.committed(partition) or 0) >= offset:
-                return True
-            time.sleep(1)
-        return False
-    finally:
-        consumer.close()
 
 
 def _show(stack: LocalStack, store: SpecStore, doc: dict) -> None:

@@ -1,36 +1,28 @@
-"""The sample CTS job of the local stack: a CheckM2 run and its quality_report.tsv.
+"""The sample event set of the local stack: a CheckM2 run and its quality_report.tsv.
 
-:func:`publish_sample_job` puts the report where the job says it is (with the CRC64/NVME
-checksum the CTS would record), registers the job with the CTS double, and returns the
-job document and its completion event.
+This directory is an event set (:mod:`stack.replay`): ``checkm2.json`` is the CTS job
+document, ``checkm2/quality_report.tsv`` its output. :func:`checkm2_job` stages it (under
+another job id and user if asked) the way ``python -m stack replay`` does.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
+from stack.replay import load_set, stage
+from stack.state import StackState
+
 HERE = Path(__file__).resolve().parent
-JOB = json.loads((HERE / "checkm2_job.json").read_text())
-REPORT = (HERE / "checkm2_quality_report.tsv").read_text()
+[CHECKM2] = load_set(HERE)
+REPORT = CHECKM2.files[0].read_text()
 
 
-def checkm2_job(stack, job_id: str = JOB["id"], user: str = JOB["user"]) -> dict:
-    """Upload the sample report for ``job_id`` and register its job document; return it."""
-    doc = copy.deepcopy(JOB)
-    doc["id"], doc["user"] = job_id, user
-    bucket = doc["outputs"][0]["file"].split("/", 1)[0]
-    key = f"{job_id}/quality_report.tsv"
-    s3 = stack.s3.client()
-    if bucket not in _buckets(s3):
-        s3.create_bucket(Bucket=bucket)
-    put = s3.put_object(Bucket=bucket, Key=key, Body=REPORT.encode(),
-                        ChecksumAlgorithm="CRC64NVME")
-    doc["outputs"] = [{"file": f"{bucket}/{key}", "crc64nvme": put["ChecksumCRC64NVME"]}]
-    doc["job_input"]["output_dir"] = f"{bucket}/{job_id}"
-    stack.cts.add_job(doc)
-    return doc
+def checkm2_job(stack, job_id: str = CHECKM2.job_id, user: str = CHECKM2.doc["user"]) -> dict:
+    """Upload the sample report for ``job_id`` (with the CRC64/NVME checksum the CTS would
+    record) and register its job document with the CTS double; return the document."""
+    [staged] = stage(StackState.of(stack), [CHECKM2.renamed(job_id, user)])
+    return staged.doc
 
 
 def completion_event(doc: dict) -> bytes:
@@ -42,7 +34,3 @@ def completion_event(doc: dict) -> bytes:
 
 def report_genomes() -> list[str]:
     return [line.split("\t", 1)[0] for line in REPORT.splitlines()[1:]]
-
-
-def _buckets(s3) -> set[str]:
-    return {b["Name"] for b in s3.list_buckets().get("Buckets", [])}

@@ -39,7 +39,7 @@ def _report(tmp_path: Path) -> Path:
     """The sample CheckM2 report under the name the importer looks for."""
     report = tmp_path / "inputs" / "quality_report.tsv"
     report.parent.mkdir()
-    report.write_bytes((SAMPLES / "checkm2_quality_report.tsv").read_bytes())
+    report.write_bytes((SAMPLES / "checkm2" / "quality_report.tsv").read_bytes())
     return report
 
 
@@ -121,7 +121,7 @@ def test_appending_importer_is_not_idempotent(tmp_path):
 
 def test_failing_importer_exits_with_the_runners_code(tmp_path):
     # This importer raises before asking for Spark: no JVM.
-    done = _sandbox(tmp_path, FAILING_YAML, SAMPLES / "checkm2_quality_report.tsv", "--keep")
+    done = _sandbox(tmp_path, FAILING_YAML, SAMPLES / "checkm2" / "quality_report.tsv", "--keep")
     job = _job_info(done.stdout)
     assert done.returncode == 70
     assert _last_line(done.stderr) == (

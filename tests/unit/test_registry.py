@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import attrs
 import pytest
+
+from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output
 
 from registry import ImporterSettings, Registry, RegistryError, image_name
 from registry.images import name_problem
@@ -171,3 +175,44 @@ def test_the_shipped_example_importers_load():
                              environ={"CSEP_IMPORTER_DIRS": str(examples)})
     assert registry.for_image("ghcr.io/kbasetest/cdm_seqkit").py_module == "importers.declarative"
     assert registry.for_image("ghcr.io/kbasetest/cdm_checkm2").py_module == "importers.checkm2"
+
+
+def test_a_match_condition_loads_and_decides_on_the_jobs_spec(folder):
+    write(folder, "tool.yaml", importer_yaml(extra=(
+        "match:\n  output: '*/quality_report.tsv'\n  not: {user: [robot, 'ci_*']}\n")))
+    [entry] = Registry.load([folder]).entries
+    spec = JobSpec(
+        job=JobInfo(id="j1", outputs=(Output("b/j1/quality_report.tsv", "AA=="),),
+                    image="example.org/team/tool", image_digest="sha256:ab",
+                    input_file_count=1, output_file_count=1,
+                    completion_time=datetime.fromisoformat("2026-11-20T10:15:00+00:00"),
+                    user="alice", namespace_prefix="u_alice__"),
+        importer=ImporterRef(name="tool", py_module="tool_importer"),
+        event=EventRef(topic="t", partition=0, offset=1, trans_id="t1",
+                       time=datetime.fromisoformat("2026-11-20T10:15:00+00:00")))
+    assert entry.refusal(spec) is None
+    robot = attrs.evolve(spec, job=attrs.evolve(spec.job, user="ci_nightly"))
+    assert entry.refusal(robot) == "match.not: the job meets {user=['robot', 'ci_*']}"
+    no_report = attrs.evolve(spec, job=attrs.evolve(spec.job, outputs=()))
+    assert entry.refusal(no_report) == (
+        "match.output: no output file (of 0) matches any of ['*/quality_report.tsv']")
+
+
+def test_without_match_every_job_of_the_image_is_taken(folder):
+    write(folder, "tool.yaml", importer_yaml())
+    [entry] = Registry.load([folder]).entries
+    assert entry.match is None and entry.refusal(None) is None
+
+
+def test_a_bad_match_names_the_file_and_the_field(folder):
+    write(folder, "a.yaml", importer_yaml(extra="match:\n  any_of:\n    - {user: alice}\n"
+                                                "    - {outputs: '*.tsv'}\n"))
+    write(folder, "b.yaml", importer_yaml(image="example.org/team/b",
+                                          extra="match:\n  not: {user: []}\n"))
+    write(folder, "c.yaml", importer_yaml(image="example.org/team/c", extra="match: {}\n"))
+    found = problems(folder)
+    assert len(found) == 3
+    assert found[0] == f"{folder / 'a.yaml'}: match.any_of[1]: extra fields found (outputs)"
+    assert found[1] == (f"{folder / 'b.yaml'}: match.not: invalid value (user needs at "
+                        "least one non-empty pattern)")
+    assert found[2].startswith(f"{folder / 'c.yaml'}: match: invalid value (a condition needs")
