@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-packages test unit run stack clean-stack
+.PHONY: setup system-packages test unit run stack clean-stack bench
 
 setup: system-packages $(VENV)/.installed .cache/jars/kafka/.complete .cache/jars/spark/.complete \
        .cache/jars/spark-connect/.complete
@@ -38,6 +38,12 @@ run: setup
 
 stack: setup
 	$(PY) -m stack up --keep-running
+
+# Each benchmark starts its own stack and prints its figures; none asserts a timing.
+BENCHMARKS := runner_import intake import_latency throughput head_of_line dispatcher_memory
+
+bench: setup
+	for name in $(BENCHMARKS); do echo "== $$name"; uptime; $(PY) benchmarks/$$name.py || exit 1; done
 
 clean-stack:
 	rm -rf .stack

@@ -20,7 +20,7 @@ import attrs
 import yaml
 
 from common.convert import StructureError, converter, positive, structure
-from dispatcher.kubernetes import KubernetesSettings
+from common.credentials import is_credential_name
 from dispatcher.launchers import RUNNER_ENV
 
 ENV_PREFIX = "CSEP_"
@@ -29,6 +29,56 @@ TOKEN_VARIABLE = "CSEP_CTS_TOKEN"
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message is one line naming the setting."""
+
+
+def _no_credentials(instance: object, attribute: attrs.Attribute, env: dict[str, str]) -> None:
+    # The manifest is visible to anyone who can read Jobs; credentials belong in the Secret.
+    leaked = sorted(name for name in env if is_credential_name(name))
+    if leaked:
+        raise ValueError(f"kubernetes.env must not carry credentials ({', '.join(leaked)}): "
+                         "put them in the Secret named by credentials_secret")
+
+
+@attrs.frozen
+class KubernetesSettings:
+    """Where and how runner Jobs are created.
+
+    ``image``                       the runner image (pin a digest in production)
+    ``namespace``                   namespace of the Jobs (and of the Secret/ConfigMap)
+    ``credentials_secret``          name of a Secret whose keys become the runner's
+                                    environment (``AWS_ACCESS_KEY_ID``,
+                                    ``AWS_SECRET_ACCESS_KEY``, ``CSEP_METASTORE_PASSWORD``)
+    ``config_map``                  name of a ConfigMap with the non-secret settings
+                                    (``CSEP_S3_ENDPOINT_URL``, ``CSEP_SPARK_MASTER``, ...)
+    ``env``                         further non-secret variables, set on the container
+    ``service_account``             the pod's service account; none means the pod gets
+                                    no API token (a ``k8s://`` Spark master needs one)
+    ``ttl_seconds_after_finished``  Kubernetes deletes finished Jobs after this long;
+                                    keep it well above the dispatcher's poll interval
+    ``memory``                      memory request and limit of the runner container
+    ``image_pull_policy``           ``IfNotPresent``, ``Always`` or ``Never``
+    ``name_prefix``                 start of each Job's name
+    ``request_timeout_seconds``     deadline of every API call
+    ``poll_interval_seconds``       running Jobs are listed at most this often
+    ``pending_limit_seconds``       how long a pod may stay unschedulable or fail to
+                                    pull its image before the attempt is given up
+    """
+
+    image: str
+    namespace: str = "default"
+    credentials_secret: str | None = None
+    config_map: str | None = None
+    env: dict[str, str] = attrs.field(factory=dict, validator=_no_credentials)
+    service_account: str | None = None
+    ttl_seconds_after_finished: int = 3600
+    memory: str = "4Gi"
+    image_pull_policy: str = attrs.field(
+        default="IfNotPresent",
+        validator=attrs.validators.in_(("IfNotPresent", "Always", "Never")))
+    name_prefix: str = "csep-runner"
+    request_timeout_seconds: float = 10.0
+    poll_interval_seconds: float = 10.0
+    pending_limit_seconds: float = 300.0
 
 
 @attrs.frozen

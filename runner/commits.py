@@ -5,10 +5,17 @@ the attempt on the session it hands out, so every Delta commit of that session c
 it. Afterwards the tables of the job user's namespace (databases starting with
 ``namespace_prefix``) are searched for commits bearing the marker. Commits to tables
 outside the namespace are not found.
+
+The search reads names only (``SHOW DATABASES``, ``SHOW TABLES``: no metastore call per
+database or table) and each table's history newest first, a page at a time
+(``DESCRIBE HISTORY ... LIMIT n``), stopping at a commit older than the session less
+:data:`CLOCK_MARGIN_MICROS`: its cost follows the commits made during the attempt, not
+the length of the table's history.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,6 +26,10 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+#: A commit's time is the storage's or the Spark server's clock, the session's start the
+#: runner's: history older than the start by this much cannot hold the attempt's commits.
+CLOCK_MARGIN_MICROS = 3600 * 1_000_000
+_FIRST_PAGE = 16
 
 
 class MarkedSpark:
@@ -28,8 +39,12 @@ class MarkedSpark:
         self._factory = factory
         self.marker = marker
         self.session: SparkSession | None = None
+        #: When the session was first handed out, in microseconds since the epoch.
+        self.started_micros: int | None = None
 
     def get_spark(self, *, executor_cores: int = 1) -> SparkSession:
+        if self.started_micros is None:
+            self.started_micros = time.time_ns() // 1000
         session = self._factory(executor_cores=executor_cores)
         session.conf.set(USER_METADATA, self.marker)
         self.session = session
@@ -41,7 +56,8 @@ class MarkedSpark:
         if self.session is None:
             return ()
         try:
-            return commits_marked(self.session, namespace_prefix, self.marker)
+            return commits_marked(self.session, namespace_prefix, self.marker,
+                                  since_micros=self.started_micros)
         except Exception as error:  # the import's outcome matters more than its report
             log.warning("could not list the Delta commits of this attempt: %s", error)
             return ()
@@ -52,27 +68,59 @@ class MarkedSpark:
                 log.warning("could not stop Spark: %s", error)
 
 
-def commits_marked(spark: SparkSession, namespace_prefix: str,
-                   marker: str) -> tuple[DeltaCommit, ...]:
-    """Commits bearing ``marker`` in the namespace's Delta tables, by table and version."""
-    from pyspark.errors import AnalysisException
+def commits_marked(spark: SparkSession, namespace_prefix: str, marker: str, *,
+                   since_micros: int | None = None) -> tuple[DeltaCommit, ...]:
+    """Commits bearing ``marker`` in the namespace's Delta tables, by table and version.
 
+    ``since_micros``: when the marked session started (microseconds since the epoch);
+    history older than that less :data:`CLOCK_MARGIN_MICROS` is not read. None reads
+    every table's whole history.
+    """
     prefix = namespace_prefix.lower()
     found = []
-    for database in spark.catalog.listDatabases():
-        if not database.name.lower().startswith(prefix):
+    for database in _names(spark.sql("SHOW DATABASES")):
+        if not database.lower().startswith(prefix):
             continue
-        for table in spark.catalog.listTables(database.name):
-            if table.isTemporary:
+        for row in spark.sql(f"SHOW TABLES IN {_quote(database)}").collect():
+            if row.isTemporary:
                 continue
-            name = f"{database.name}.{table.name}"
-            try:
-                history = spark.sql(f"DESCRIBE HISTORY `{database.name}`.`{table.name}`")
-            except AnalysisException:  # not a Delta table
-                continue
-            rows = (history.where(history.userMetadata == marker)
-                    .select("version", "operation", "operationMetrics").collect())
-            found.extend(DeltaCommit(table=name, version=row.version, operation=row.operation,
-                                     metrics=dict(row.operationMetrics or {}))
-                         for row in rows)
+            found.extend(_table_commits(spark, database, row.tableName, marker,
+                                        None if since_micros is None
+                                        else since_micros - CLOCK_MARGIN_MICROS))
     return tuple(sorted(found, key=lambda c: (c.table, c.version)))
+
+
+def _table_commits(spark: SparkSession, database: str, table: str, marker: str,
+                   cutoff_micros: int | None) -> list[DeltaCommit]:
+    """The marked commits of one table: pages of its newest history until a page reaches
+    ``cutoff_micros`` or the table's first version."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    name = f"{database}.{table}"
+    statement = f"DESCRIBE HISTORY {_quote(database)}.{_quote(table)}"
+    limit = None if cutoff_micros is None else _FIRST_PAGE
+    while True:
+        try:
+            history = spark.sql(statement if limit is None else f"{statement} LIMIT {limit}")
+        except AnalysisException:  # not a Delta table
+            return []
+        old = (F.lit(False) if cutoff_micros is None
+               else history.timestamp < F.expr(f"timestamp_micros({cutoff_micros})"))
+        rows = history.select("version", "operation", "operationMetrics", "userMetadata",
+                              old.alias("old")).collect()
+        exhausted = limit is None or len(rows) < limit or any(r.old for r in rows) or (
+            min((r.version for r in rows), default=0) == 0)
+        if exhausted:
+            return [DeltaCommit(table=name, version=r.version, operation=r.operation,
+                                metrics=dict(r.operationMetrics or {}))
+                    for r in rows if r.userMetadata == marker]
+        limit *= 4
+
+
+def _names(frame) -> list[str]:
+    return [row[0] for row in frame.collect()]
+
+
+def _quote(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"

@@ -276,7 +276,8 @@ def run_once(module: Any, spark: _SandboxSpark, job: JobInfo, meta: Mapping[str,
     if spark.session is None:
         return RunOutcome({}, ())
     # "" matches every database: commits outside the user's namespace are found too.
-    commits = commits_marked(spark.session, "", marked.marker)
+    commits = commits_marked(spark.session, "", marked.marker,
+                             since_micros=marked.started_micros)
     return RunOutcome(snapshot(spark.session), commits)
 
 

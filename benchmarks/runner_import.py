@@ -1,0 +1,94 @@
+"""One runner process importing the sample CheckM2 job, as the dispatcher launches it.
+
+Starts the local stack with its Spark Connect server, writes a spec of the sample job to
+S3 for each round and times ``python -m runner SPEC --result NAME`` from start to exit
+(a thin Connect client: no JVM of its own). With ``--classic`` the runners start their
+own ``local[*]`` Spark instead. The first round warms the server (its first MERGE of the
+table) and is not counted.
+
+    python benchmarks/runner_import.py [--rounds 7] [--classic] [--importtime]
+
+``--importtime`` also prints the slowest imports of the last round (``-X importtime``).
+Prints the figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.measure import load, summary  # noqa: E402
+from contract.spec import EventRef, ImporterRef  # noqa: E402
+from contract.store import SpecStore  # noqa: E402
+from dispatcher.cts import parse_job  # noqa: E402
+from stack import samples  # noqa: E402
+from stack.local import LocalStack, subprocess_env  # noqa: E402
+
+
+def put_sample_spec(stack: LocalStack, store: SpecStore) -> str:
+    doc = samples.checkm2_job(stack, job_id=f"bench-{uuid.uuid4().hex[:12]}")
+    importer = ImporterRef(name="checkm2", py_module="importers.checkm2",
+                           importer_meta={"database": "checkm2", "table": "quality_report"})
+    event = EventRef(topic="cts-jobs", partition=0, offset=0, trans_id="bench",
+                     time=datetime.now(UTC))
+    return store.put_spec(parse_job(doc, doc["id"]).to_spec(importer, event))
+
+
+def run_once(spec_uri: str, env: dict[str, str], importtime: bool) -> tuple[float, str]:
+    command = [sys.executable, *(["-X", "importtime"] if importtime else []),
+               "-m", "runner", spec_uri, "--result", "result-bench.yaml"]
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"runner exited {done.returncode}:\n{done.stderr[-4000:]}")
+    return seconds, done.stderr
+
+
+def slowest_imports(stderr: str, count: int = 15) -> list[tuple[int, str]]:
+    """(cumulative microseconds, module) of the top-level imports of ``-X importtime``."""
+    rows = []
+    for line in stderr.splitlines():
+        found = re.match(r"import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)", line)
+        if found and len(found.group(2)) <= 1:
+            rows.append((int(found.group(1)), found.group(3)))
+    return sorted(rows, reverse=True)[:count]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--classic", action="store_true")
+    parser.add_argument("--importtime", action="store_true")
+    args = parser.parse_args()
+    with LocalStack(spark_connect=not args.classic) as stack:
+        env = subprocess_env(stack.runner_env() if args.classic else stack.connect_runner_env())
+        store = SpecStore(f"s3://{stack.lake_bucket}/specs", stack.s3.client())
+        run_once(put_sample_spec(stack, store), env, False)
+        print(f"before: {load()}", flush=True)
+        runs = []
+        for _ in range(args.rounds):
+            seconds, stderr = run_once(put_sample_spec(stack, store), env, False)
+            runs.append(seconds)
+            print(f"  runner {seconds:.2f}s", flush=True)
+        kind = "classic local[*]" if args.classic else "connect sc://"
+        print(f"runner process, sample CheckM2 import, {kind}: {summary(runs)}; {load()}")
+        if args.importtime:
+            _, stderr = run_once(put_sample_spec(stack, store), env, True)
+            print("slowest top-level imports (cumulative ms):")
+            for micros, module in slowest_imports(stderr):
+                print(f"  {micros / 1000:8.1f}  {module}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

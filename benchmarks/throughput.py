@@ -1,0 +1,58 @@
+"""Throughput of the warm path: CheckM2 imports completed per minute with ``max_in_flight``
+1, 2 and 4, one dispatcher whose runners are Spark Connect clients of the stack's server.
+
+    python benchmarks/throughput.py [--events 12] [--in-flight 1 2 4]
+
+For each setting a new lane (topic of 4 partitions, group, dispatcher) gets ``--events``
+completion events at once; the time is from the first publish to the last commit. One
+event imported first warms the server and the table. Prints imports per minute and the
+dispatcher's peak RSS; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.measure import Lane, load, peak_rss_mb  # noqa: E402
+from stack import samples  # noqa: E402
+from stack.local import LocalStack  # noqa: E402
+
+
+def imports_per_minute(stack: LocalStack, events: int, in_flight: int) -> tuple[float, float]:
+    with Lane(stack, partitions=4) as lane:
+        dispatcher = lane.dispatcher(env=stack.connect_runner_env(), max_in_flight=in_flight)
+        docs = [lane.sample_job() for _ in range(events)]
+        started = time.monotonic()
+        sent = [lane.publish(samples.completion_event(doc), partition=n % 4)
+                for n, doc in enumerate(docs)]
+        last = {}
+        for partition, offset in sent:
+            last[partition] = max(offset, last.get(partition, -1))
+        for partition, offset in last.items():
+            lane.wait_committed(partition, offset, timeout=3600, interval=0.1)
+        seconds = time.monotonic() - started
+        return events / seconds * 60, peak_rss_mb(dispatcher.process.pid)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=12)
+    parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 2, 4])
+    args = parser.parse_args()
+    with LocalStack(spark_connect=True) as stack:
+        imports_per_minute(stack, 1, 1)
+        for in_flight in args.in_flight:
+            rate, rss = imports_per_minute(stack, args.events, in_flight)
+            print(f"max_in_flight {in_flight}: {rate:.1f} imports/min ({args.events} imports), "
+                  f"dispatcher peak RSS {rss:.0f} MB; {load()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
