@@ -106,10 +106,6 @@ class SpecStore:
         return sorted((results.from_yaml(self.read_text(uri))
                        for uri in self.result_uris(spec_uri)), key=lambda r: r.ended_at)
 
-    def attempts(self, spec_uri: str) -> int:
-        """How many attempts were already made on this spec (one result file each)."""
-        return len(self.result_uris(spec_uri))
-
     def spec_uris(self, job_id: str | None = None) -> list[str]:
         """Every spec under the base, or only those of ``job_id``."""
         prefix = "/".join(filter(None, [self.prefix, _segment("job_id", job_id) if job_id else None]))

@@ -109,6 +109,8 @@ class DeadLetterQueue:
         self.producer = producer
         self.topic = topic
         self.timeout = timeout
+        #: Built once: the environment's credentials do not change while we run.
+        self.redact = Redactor.from_env()
 
     def publish(self, letter: DeadLetter) -> None:
         """Send and wait for the acknowledgement, at most ``timeout`` seconds (the

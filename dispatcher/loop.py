@@ -360,7 +360,8 @@ class Dispatcher:
                 work.dead_letter = self.dead_letters.send(dlq.dead_letter(
                     topic=work.record.topic, partition=work.record.partition,
                     offset=work.record.offset, key=work.record.key, value=work.record.value,
-                    failure=work.failure, minimal=work.finish_failures > 0))
+                    failure=work.failure, minimal=work.finish_failures > 0,
+                    redact=self.dead_letters.redact))
             pending, work.dead_letter = work.dead_letter, None
             if not self.dead_letters.acknowledged(pending):
                 work.dead_letter = pending

@@ -220,7 +220,7 @@ def test_replaying_a_spec_leaves_the_rows_unchanged(stack, store, env):
         for commit in replay.delta_commits:
             assert commit.metrics.get("numTargetRowsInserted", "0") == "0"
             assert commit.metrics.get("numTargetRowsUpdated", "0") == "0"
-    assert store.attempts(uri) == 4
+    assert len(store.result_uris(uri)) == 4  # one result per run by hand
     assert delta_rows(stack, CHECKM2_DB, "quality_report", "genome_name") == MERGED_ROWS
 
 

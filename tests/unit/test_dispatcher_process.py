@@ -1,20 +1,27 @@
 """The dispatcher as a command: what it imports, and how it refuses a bad setting."""
 
+import json
 import subprocess
 import sys
 
 from stack.local import subprocess_env
 
 
-def test_the_dispatcher_never_imports_pyspark_nor_the_runner():
-    code = ("import sys, dispatcher.__main__, dispatcher.loop, registry, contract.store;"
-            "from registry import Registry; Registry.load(check='find');"
-            "print(sorted(m for m in sys.modules"
-            " if m.split('.')[0] in ('pyspark', 'delta', 'runner')))")
-    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env({}),
+def _imported(code: str, packages: tuple[str, ...]) -> list[str]:
+    """The modules of ``packages`` that running ``code`` in a fresh interpreter imports."""
+    probe = (f"import json, sys; {code}; print(json.dumps(sorted(m for m in sys.modules"
+             f" if m.split('.')[0] in {packages!r})))")
+    done = subprocess.run([sys.executable, "-c", probe], env=subprocess_env({}),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    return json.loads(done.stdout)
+
+
+def test_the_dispatcher_never_imports_pyspark_the_runner_or_the_kubernetes_client():
+    code = ("import dispatcher.__main__, dispatcher.loop, registry, contract.store;"
+            "from dispatcher import config; from registry import Registry;"
+            "Registry.load(check='find')")
+    assert _imported(code, ("pyspark", "delta", "runner", "kubernetes")) == []
 
 
 def test_a_bad_setting_is_one_line_and_exit_78(tmp_path):
@@ -30,10 +37,5 @@ def test_a_bad_setting_is_one_line_and_exit_78(tmp_path):
 
 
 def test_the_runner_never_imports_kafka_nor_the_dispatcher():
-    code = ("import sys, runner.__main__, runner.attempt, runner.audit, runner.probes;"
-            "print(sorted(m for m in sys.modules"
-            " if m.split('.')[0] in ('kafka', 'dispatcher')))")
-    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env({}),
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    code = "import runner.__main__, runner.attempt, runner.audit, runner.probes"
+    assert _imported(code, ("kafka", "dispatcher")) == []
