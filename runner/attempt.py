@@ -30,7 +30,7 @@ from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavai
 from runner.locations import SpecLocation
 from runner.logs import log
 from contract.result import DeltaCommit, ExitCode, RunResult, Status
-from runner.spark import SparkSettings, spark_factory
+from runner.spark import SparkSettings, preload, spark_factory
 from contract.spec import JobSpec, SpecError, from_yaml
 
 _TRACEBACK_LIMIT = 20_000
@@ -42,6 +42,7 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     started_at = _now()
     job_id = "unknown"
     settings = SparkSettings.from_env(environ)
+    preload(settings)
     spark_failures: list[BaseException] = []
     spark = MarkedSpark(_guarded(spark_factory(settings), spark_failures),
                         marker=f"csep-attempt:{uuid.uuid4()}")

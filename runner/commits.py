@@ -9,27 +9,36 @@ outside the namespace are not found.
 The search reads names only (``SHOW DATABASES``, ``SHOW TABLES``: no metastore call per
 database or table) and each table's history newest first, a page at a time
 (``DESCRIBE HISTORY ... LIMIT n``), stopping at a commit older than the session less
-:data:`CLOCK_MARGIN_MICROS`: its cost follows the commits made during the attempt, not
-the length of the table's history.
+:data:`CLOCK_MARGIN_MICROS`: its cost follows the commits made to the table since
+shortly before the attempt, not the length of the table's history, and the number of
+tables in the namespace (one history read each, :data:`HISTORY_READERS` at a time).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from runner.logs import log
+from runner.spark import stop_session
 from contract.result import DeltaCommit
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
-#: A commit's time is the storage's or the Spark server's clock, the session's start the
-#: runner's: history older than the start by this much cannot hold the attempt's commits.
-CLOCK_MARGIN_MICROS = 3600 * 1_000_000
-_FIRST_PAGE = 16
+#: A commit's time in the history is the storage's clock (the commit file's modification
+#: time), the session's start the runner's: history older than the start by this much
+#: cannot hold the attempt's commits. Every commit within the margin is read, so it is
+#: kept short; clocks further apart than this (NTP keeps them within a second) could
+#: leave commits out of the result's list. The import itself does not depend on it.
+CLOCK_MARGIN_MICROS = 60 * 1_000_000
+#: Most attempts make one or two commits per table: the first page is small.
+_FIRST_PAGE = 4
+#: Tables whose history is read at the same time.
+HISTORY_READERS = 4
 
 
 class MarkedSpark:
@@ -63,7 +72,7 @@ class MarkedSpark:
             return ()
         finally:
             try:
-                self.session.stop()
+                stop_session(self.session)
             except Exception as error:  # a JVM that died already has nothing to stop
                 log.warning("could not stop Spark: %s", error)
 
@@ -77,16 +86,19 @@ def commits_marked(spark: SparkSession, namespace_prefix: str, marker: str, *,
     every table's whole history.
     """
     prefix = namespace_prefix.lower()
-    found = []
+    tables = []
     for database in _names(spark.sql("SHOW DATABASES")):
         if not database.lower().startswith(prefix):
             continue
-        for row in spark.sql(f"SHOW TABLES IN {_quote(database)}").collect():
-            if row.isTemporary:
-                continue
-            found.extend(_table_commits(spark, database, row.tableName, marker,
-                                        None if since_micros is None
-                                        else since_micros - CLOCK_MARGIN_MICROS))
+        tables.extend((database, row.tableName)
+                      for row in spark.sql(f"SHOW TABLES IN {_quote(database)}").collect()
+                      if not row.isTemporary)
+    cutoff = None if since_micros is None else since_micros - CLOCK_MARGIN_MICROS
+    # Each history read waits on the server (a Delta log listing, then a small job);
+    # a few at a time keep a namespace of many tables from adding up.
+    with ThreadPoolExecutor(max_workers=HISTORY_READERS) as pool:
+        pages = pool.map(lambda table: _table_commits(spark, *table, marker, cutoff), tables)
+        found = [commit for page in pages for commit in page]
     return tuple(sorted(found, key=lambda c: (c.table, c.version)))
 
 

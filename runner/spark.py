@@ -38,7 +38,11 @@ a server that does not answer within :data:`CONNECT_TIMEOUT` raises
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import re
+import threading
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,10 +136,20 @@ class SparkSettings:
             conf["spark.driver.bindAddress"] = "127.0.0.1"
             # A handful of rows per import: 200 shuffle partitions would be 200 tasks.
             conf["spark.sql.shuffle.partitions"] = "8"
+            # Delta rebuilds a table's state after each commit in this many tasks (50 by
+            # default): on one machine that is seconds of task overhead per MERGE of a
+            # small table, for no parallelism beyond the machine's cores.
+            conf["spark.databricks.delta.snapshotPartitions"] = str(
+                local_cores(self.master))
         if self.jars:
             conf["spark.jars"] = ",".join(self.jars)
-            # The Hive client loads the JDBC driver through the driver's system classpath.
-            conf["spark.driver.extraClassPath"] = ":".join(self.jars)
+            drivers = [jar for jar in self.jars if is_jdbc_driver(jar)]
+            if drivers:
+                # The Hive client loads the JDBC driver through the driver's system
+                # classpath. Only the drivers go there: a jar placed before Spark's own
+                # can shadow its classes (the AWS SDK bundle carries an old SLF4J API,
+                # which silences all of Spark's logging).
+                conf["spark.driver.extraClassPath"] = ":".join(drivers)
         if self.s3_endpoint_url:
             conf["spark.hadoop.fs.s3a.endpoint"] = self.s3_endpoint_url
             conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
@@ -185,6 +199,30 @@ class SparkSettings:
         return env
 
 
+def local_cores(master: str) -> int:
+    """The cores of a ``local``, ``local[N]``, ``local[*]`` or ``local[N,F]`` master."""
+    found = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master)
+    if found is None:
+        raise ValueError(f"{master!r} is not a local master")
+    count = found.group(1)
+    if count is None:
+        return 1
+    if count == "*":
+        return os.cpu_count() or 1
+    return max(1, int(count))
+
+
+def is_jdbc_driver(jar: str) -> bool:
+    """True when ``jar`` registers a ``java.sql.Driver`` (a JDBC driver). A jar that is
+    missing or not a zip is not one."""
+    try:
+        with zipfile.ZipFile(jar) as archive:
+            archive.getinfo("META-INF/services/java.sql.Driver")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+    return True
+
+
 def _jar_list(value: str) -> tuple[str, ...]:
     if "," not in value and Path(value).is_dir():
         return tuple(sorted(str(p) for p in Path(value).glob("*.jar")))
@@ -200,6 +238,41 @@ def _jdbc_driver(url: str) -> str:
             return driver
     raise ValueError(f"CSEP_METASTORE_URL: no known JDBC driver for {url.split('//')[0]!r}; "
                      f"expected one of {', '.join(drivers)} or thrift://")
+
+
+def preload(settings: SparkSettings) -> threading.Thread:
+    """Import pyspark's client modules on a background thread and return it.
+
+    They take about half a second to import; the runner meanwhile reads its spec and
+    verifies the outputs on S3, which mostly waits on the network. An import that fails
+    here fails again, with its error, where the session is created."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module("pyspark.sql.connect.session" if settings.is_connect
+                                    else "pyspark.sql")
+
+    thread = threading.Thread(target=load, name="preload-pyspark", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_session(session: SparkSession) -> None:
+    """Stop ``session``; a Connect session first lets its pending operations go.
+
+    pyspark releases each finished Connect operation from a background pool and
+    ``stop()`` releases the session before that pool is drained, so without this the
+    server logs an error per operation still being released."""
+    if _is_connect_session(session):
+        from pyspark.sql.connect.client.reattach import (
+            ExecutePlanResponseReattachableIterator)
+
+        ExecutePlanResponseReattachableIterator.shutdown()
+    session.stop()
+
+
+def _is_connect_session(session: object) -> bool:
+    return type(session).__module__.startswith("pyspark.sql.connect")
 
 
 def spark_factory(settings: SparkSettings, *,

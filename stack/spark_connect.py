@@ -42,6 +42,29 @@ DELTA_PLUGINS = {
         "org.apache.spark.sql.connect.delta.DeltaCommandPlugin",
 }
 
+#: The server's log (its stderr, in ``spark-connect.log``): warnings and errors, plus the
+#: server's start and its sessions. Spark's default, INFO for everything, is thousands of
+#: lines per import.
+LOGGING = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = stderr
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = %d{yyyy-MM-dd HH:mm:ss.SSS} %p %c{1}: %m%n%ex
+logger.server.name = org.apache.spark.sql.connect.service.SparkConnectServer
+logger.server.level = info
+logger.sessions.name = org.apache.spark.sql.connect.service.SparkConnectSessionManager
+logger.sessions.level = info
+# Warnings repeated on every request that say nothing about it: Hive's conf lacks a key
+# Spark sets, and Delta's MERGE unpersists the source it checkpointed.
+logger.hiveconf.name = org.apache.hadoop.hive.conf.HiveConf
+logger.hiveconf.level = error
+logger.rdd.name = org.apache.spark.rdd.MapPartitionsRDD
+logger.rdd.level = error
+"""
+
 
 def spark_home() -> Path:
     """pyspark's own Spark distribution (``bin/spark-submit``, ``jars/``)."""
@@ -102,6 +125,8 @@ class SparkConnectServer:
         properties.touch(mode=0o600)
         properties.chmod(0o600)
         properties.write_text("".join(f"{k} {_escape(v)}\n" for k, v in self.conf.items()))
+        # SPARK_CONF_DIR is data_dir: Spark's logging reads its log4j2.properties there.
+        (self.data_dir / "log4j2.properties").write_text(LOGGING)
         home = spark_home()
         env = {**os.environ, **self._credentials, "SPARK_HOME": str(home)}
         # A caller's PYSPARK_SUBMIT_ARGS or SPARK_CONF_DIR would silently change the server.

@@ -1,8 +1,10 @@
 """The Spark Connect server's configuration is the classic runner's, plus the gRPC binding."""
 
+import zipfile
+
 import pytest
 
-from runner.spark import SparkSettings
+from runner.spark import SparkSettings, local_cores
 from stack.spark_connect import DELTA_PLUGINS, server_conf
 
 SETTINGS = SparkSettings(
@@ -34,9 +36,40 @@ def test_delta_plugins_come_with_their_jars():
     assert conf["spark.connect.extensions.command.classes"] == (
         "org.apache.spark.sql.connect.delta.DeltaCommandPlugin")
     assert conf["spark.jars"].split(",") == list(SETTINGS.jars + plugins)
-    assert conf["spark.driver.extraClassPath"].split(":") == list(SETTINGS.jars + plugins)
 
 
 def test_a_connect_url_cannot_be_the_servers_own_master():
     with pytest.raises(ValueError, match="needs a classic master"):
         server_conf(SparkSettings(master="sc://elsewhere:15002"), "127.0.0.1", 4000)
+
+
+def _jar(path, *entries):
+    with zipfile.ZipFile(path, "w") as archive:
+        for entry in entries:
+            archive.writestr(entry, "")
+    return str(path)
+
+
+def test_only_jdbc_drivers_go_before_sparks_own_classes(tmp_path):
+    driver = _jar(tmp_path / "postgresql.jar", "META-INF/services/java.sql.Driver",
+                  "org/postgresql/Driver.class")
+    bundle = _jar(tmp_path / "bundle.jar", "org/slf4j/LoggerFactory.class")
+    delta = _jar(tmp_path / "delta-spark.jar", "io/delta/sql/DeltaSparkSessionExtension.class")
+    conf = SparkSettings(jars=(bundle, delta, driver)).spark_conf()
+
+    assert conf["spark.jars"].split(",") == [bundle, delta, driver]
+    assert conf["spark.driver.extraClassPath"] == driver
+    assert "spark.driver.extraClassPath" not in SparkSettings(jars=(bundle,)).spark_conf()
+
+
+@pytest.mark.parametrize(("master", "cores"), [("local", 1), ("local[3]", 3),
+                                               ("local[2,4]", 2), ("local[0]", 1)])
+def test_local_cores(master, cores):
+    assert local_cores(master) == cores
+
+
+def test_delta_rebuilds_table_state_in_as_many_tasks_as_local_cores():
+    assert SparkSettings(master="local[3]").spark_conf()[
+        "spark.databricks.delta.snapshotPartitions"] == "3"
+    assert "spark.databricks.delta.snapshotPartitions" not in SparkSettings(
+        master="spark://master:7077").spark_conf()
