@@ -3,10 +3,12 @@
 Starts the local stack with its Spark Connect server, writes a spec of the sample job to
 S3 for each round and times ``python -m runner SPEC --result NAME`` from start to exit
 (a thin Connect client: no JVM of its own). With ``--classic`` the runners start their
-own ``local[*]`` Spark instead. The first round warms the server (its first MERGE of the
-table) and is not counted.
+own ``local[*]`` Spark instead. The first ``--warmup`` rounds are printed but not counted:
+a server just started runs its first MERGEs several times slower than a server that has
+been importing for a while (class loading, then the JIT), and a deployed server is the
+latter.
 
-    python benchmarks/runner_import.py [--rounds 7] [--classic] [--importtime]
+    python benchmarks/runner_import.py [--rounds 7] [--warmup 5] [--classic] [--importtime]
 
 ``--importtime`` also prints the slowest imports of the last round (``-X importtime``).
 Prints the figures; asserts nothing.
@@ -68,12 +70,15 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--classic", action="store_true")
+    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--importtime", action="store_true")
     args = parser.parse_args()
     with LocalStack(spark_connect=not args.classic) as stack:
         env = subprocess_env(stack.runner_env() if args.classic else stack.connect_runner_env())
         store = SpecStore(f"s3://{stack.lake_bucket}/specs", stack.s3.client())
-        run_once(put_sample_spec(stack, store), env, False)
+        for _ in range(max(1, args.warmup)):
+            seconds, _ = run_once(put_sample_spec(stack, store), env, False)
+            print(f"  warm-up {seconds:.2f}s", flush=True)
         print(f"before: {load()}", flush=True)
         runs = []
         for _ in range(args.rounds):
