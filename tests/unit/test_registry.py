@@ -176,6 +176,8 @@ def test_the_shipped_example_importers_load():
                              environ={"CSEP_IMPORTER_DIRS": str(examples)})
     assert registry.for_image("ghcr.io/kbasetest/cdm_seqkit").py_module == "importers.declarative"
     assert registry.for_image("ghcr.io/kbasetest/cdm_checkm2").py_module == "importers.checkm2"
+    [sheets] = registry.for_object("cdm-dataplane", "sample-sheets/2026/my sheet ü.tsv")
+    assert sheets.py_module == "importers.examples.sample_sheets"
 
 
 def test_a_match_condition_loads_and_decides_on_the_jobs_spec(folder):
