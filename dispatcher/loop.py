@@ -132,6 +132,7 @@ class Work:
     stage: Stage = Stage.PREPARE
     event: Any = None                         # events.CtsEvent | s3events.ObjectCreated...
     pending: Any = None                       # the source's state of an undecided plan
+    prepare_services: tuple[str, ...] | None = None  # what preparing it calls (cached)
     not_before: float = 0.0                   # monotonic time of the next step
     spec_uri: str | None = None
     importer: Any = None                      # registry.ImporterEntry
@@ -655,7 +656,9 @@ def _services(work: Work, stage: Stage | None = None) -> tuple[str, ...]:
     """The services the step of ``work`` at ``stage`` (default: its own) calls."""
     stage = stage or work.stage
     if stage is Stage.PREPARE:
-        return work.source.prepare_services
+        if work.prepare_services is None:
+            work.prepare_services = work.source.prepare_services(work.event)
+        return work.prepare_services
     if stage is Stage.FINISH:
         return work.source.finish_services
     return _SERVICES.get(stage, ())

@@ -25,8 +25,9 @@ Each source is the same small interface the loop calls:
     or ``ServiceFailure``.
 ``started(event)``, ``finished(event, outcome)``
     what the source records about the event's processing (the CTS's admin meta).
-``prepare_services``, ``finish_services``
-    the services ``plan`` and ``finished`` call: while one's breaker is open, they wait.
+``prepare_services(event)``, ``finish_services``
+    the services ``plan`` and ``finished`` call for the event: while one's breaker is
+    open, they wait, and their success is what closes it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ class CtsSource:
     the importer of its image."""
 
     kind = "cts"
-    prepare_services = ("cts", "s3")
     finish_services = ("dlq", "cts")
     _META = {"imported": cts_api.META_COMPLETE, "no_importer": cts_api.META_NO_OPERATION,
              "dead_lettered": cts_api.META_ERROR}
@@ -96,6 +96,9 @@ class CtsSource:
 
     def parse(self, value: bytes | None, max_bytes: int) -> tuple[events.CtsEvent]:
         return (events.parse(value, max_bytes),)
+
+    def prepare_services(self, event: events.CtsEvent) -> tuple[str, ...]:
+        return ("cts", "s3")
 
     def record_value(self, value: bytes, index: int) -> bytes:
         return value
@@ -185,7 +188,6 @@ class S3Source:
     """
 
     kind = "s3"
-    prepare_services = ("s3",)
     finish_services = ("dlq",)
 
     def __init__(self, client, registry) -> None:
@@ -194,6 +196,16 @@ class S3Source:
 
     def parse(self, value: bytes | None, max_bytes: int) -> tuple[s3events.Parsed, ...]:
         return s3events.parse(value, max_bytes)
+
+    def prepare_services(self, event: s3events.ObjectCreated) -> tuple[str, ...]:
+        """S3, for an object some importer takes; none for one that routing alone
+        decides (a no-op, a rejection): it neither waits for S3 nor tells S3 is back."""
+        try:
+            return () if isinstance(route(self.registry, event), NoImport) else ("s3",)
+        except EventRejected:
+            return ()
+        except Exception:  # plan() raises it again, contained to the event
+            return ("s3",)
 
     def record_value(self, value: bytes, index: int) -> bytes:
         return s3events.record_value(value, index)

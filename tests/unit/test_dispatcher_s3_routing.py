@@ -9,7 +9,7 @@ import pytest
 
 from dispatcher.errors import EventRejected
 from dispatcher.s3events import ObjectCreated
-from dispatcher.sources import NoImport, route
+from dispatcher.sources import NoImport, S3Source, route
 from registry import Registry
 
 
@@ -92,3 +92,14 @@ def test_without_a_usable_user_the_object_is_rejected(registry, principal):
     with pytest.raises(EventRejected, match="no user for the import: the uploader .* is not "
                                             "a plain user name .* sets no s3.user"):
         route(loaded, event(principal=principal))
+
+
+def test_only_an_object_some_importer_takes_waits_for_s3(registry):
+    # An event routing alone decides neither waits behind S3's breaker nor closes it.
+    loaded = registry(sheets="s3: {bucket: cdm-dataplane, keys: 'raw/*'}\n"
+                             "match: {size: {max: 10}}\n")
+    source = S3Source(client=None, registry=loaded)
+    assert source.prepare_services(event(size=5)) == ("s3",)
+    assert source.prepare_services(event(size=100)) == ()          # refused by its match
+    assert source.prepare_services(event(key="other.tsv")) == ()   # routed nowhere
+    assert source.prepare_services(event(size=5, principal="AWS:X")) == ()  # rejected
