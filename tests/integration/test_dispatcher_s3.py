@@ -5,6 +5,8 @@ imported; the rest is acknowledged or dead-lettered with the reason."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.parse
 from datetime import UTC, datetime
@@ -139,6 +141,13 @@ def test_notifications_are_routed_checked_and_acknowledged(stack, tmp_path):
             assert lane.done(specs[key].job.id), key
             uri = lane.store.spec_uri(specs[key].job.id, specs[key].event.trans_id)
             assert [r.status.value for r in lane.store.results(uri)] == ["succeeded"]
+        audit = subprocess.run(
+            [sys.executable, "-m", "runner.audit", "list", "--job-id", first.job.id],
+            env={**dispatcher.env, "CSEP_SPEC_STORE": lane.store.base}, capture_output=True,
+            text=True, timeout=60)
+        [line] = audit.stdout.splitlines()
+        assert line.split("\t")[1:5] == [first.job.id, f"s3://{TEST_BUCKET}/quick/{prefix}/"
+                                          "my file ü.tsv", "1", "succeeded"], audit.stderr
         rewritten_spec = specs[f"rewriting/{prefix}.tsv"]
         assert lane.attempts(rewritten_spec.job.id) == 1  # attempt 2 stopped at the check
         results = lane.store.results(lane.store.spec_uri(rewritten_spec.job.id,
