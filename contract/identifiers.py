@@ -1,4 +1,5 @@
-"""Identifiers from outside (a job id, a CTS transition id) that become one path segment.
+"""Identifiers from outside: a job id or CTS transition id that becomes one path segment,
+and the bucket and key of an S3 object an event names.
 
 A job id goes into a CTS URL (``/admin/jobs/{job_id}``) and, with the transition id, into
 an S3 key (``<base>/<job_id>/<trans_id>/spec.yaml``). Either use is safe only for a value
@@ -10,6 +11,7 @@ Other characters (``/`` included) are fine: they are percent-encoded where they 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import urllib.parse
 
@@ -46,3 +48,38 @@ def check_segment(field: str, value: str) -> str:
 def encode_segment(value: str) -> str:
     """``value`` percent-encoded as one segment (``/`` and ``%`` included)."""
     return urllib.parse.quote(value, safe="")
+
+
+#: S3's limit on an object key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+# S3's rules for a bucket name (3-63 lowercase letters, digits, dots and hyphens, starting
+# and ending with a letter or digit), as MinIO, Ceph and AWS enforce them.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_bucket(field: str, value: str) -> str:
+    """Return ``value`` if it is a valid S3 bucket name, else raise
+    :class:`InvalidIdentifier` naming ``field``."""
+    if not isinstance(value, str):
+        raise InvalidIdentifier(f"{field}: expected a string, got {type(value).__name__}")
+    if not _BUCKET.match(value) or ".." in value:
+        raise InvalidIdentifier(f"{field}: {value[:80]!r} is not a valid S3 bucket name")
+    return value
+
+
+def check_object_key(field: str, value: str) -> str:
+    """Return ``value`` if it can name an S3 object (decoded, as the object is stored):
+    not empty, no control characters (NUL included) or lone surrogates, at most
+    :data:`MAX_KEY_BYTES` bytes of UTF-8. Else raise :class:`InvalidIdentifier`."""
+    if not isinstance(value, str):
+        raise InvalidIdentifier(f"{field}: expected a string, got {type(value).__name__}")
+    if value == "":
+        raise InvalidIdentifier(f"{field}: must not be empty")
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidIdentifier(
+                f"{field}: character {index} is a control character or a lone surrogate "
+                f"(U+{ord(char):04X})")
+    if len(value.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidIdentifier(f"{field}: longer than S3's {MAX_KEY_BYTES} bytes")
+    return value

@@ -87,6 +87,9 @@ class KafkaSettings:
     group_id: str = "cdm-spark-events"
     topic: str = "cts-jobs"
     dlq_topic: str = "cts-jobs-dlq"
+    #: A topic of S3 event notifications (object created...), consumed beside ``topic``
+    #: by the same group; none: the dispatcher takes CTS events only.
+    s3_topic: str | None = None
     #: Larger message values are not parsed: they go to the DLQ as "oversized".
     max_message_bytes: int = attrs.field(default=65536, validator=positive)
     #: Deadline of each blocking Kafka call: a commit, end offsets, a DLQ publish.
@@ -213,6 +216,9 @@ class Config:
         if self.kafka.topic == self.kafka.dlq_topic:
             raise ValueError(f"kafka.dlq_topic must differ from kafka.topic ({self.kafka.topic!r}): "
                              "a failing replay would feed itself")
+        if self.kafka.s3_topic in (self.kafka.topic, self.kafka.dlq_topic):
+            raise ValueError(f"kafka.s3_topic must differ from kafka.topic and kafka.dlq_topic "
+                             f"({self.kafka.s3_topic!r}): each topic is read as one source")
         if not self.spec_store.startswith("s3://"):
             raise ValueError(f"spec_store must be an s3:// URI, got {self.spec_store!r}")
         if self.kafka.max_poll_interval_ms / 1000 < 2 * self.turn_bound_seconds:

@@ -13,7 +13,6 @@ with the id percent-encoded as one path segment, and every request has a total d
 from __future__ import annotations
 
 import json
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -24,7 +23,8 @@ import requests
 from common.convert import StructureError, converter, structure
 from common.faults import Fault, ServiceFailure, http_fault, one_line, requests_fault
 from contract.identifiers import check_segment, encode_segment
-from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix
+from contract.spec import (EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix,
+                           plain_user)
 from dispatcher.errors import EventRejected
 
 NO_SUCH_JOB = 40040
@@ -193,7 +193,6 @@ class CtsJob:
 
 
 _converter = converter(forbid_extra_keys=False)
-_USER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 
 
 def parse_job(doc: Any, job_id: str) -> CtsJob:
@@ -206,7 +205,7 @@ def parse_job(doc: Any, job_id: str) -> CtsJob:
                             f"{one_line(error, 300)}") from error
     if job.id != job_id:
         raise EventRejected(f"CTS answered job {job.id[:100]!r} when asked for {job_id!r}")
-    if not _USER.match(job.user):
+    if not plain_user(job.user):
         # The user names the job's tables (u_<user>__...): only a plain name may.
         raise EventRejected(f"CTS job {job_id!r}: user {job.user[:100]!r} cannot name a "
                             "table namespace (expected letters, digits and _)")

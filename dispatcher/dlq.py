@@ -4,7 +4,10 @@ The value is the original message's JSON object with ``error_dlq`` (a one-line r
 ``error_dlq_trace`` (a traceback or the runner's stderr tail) added; a value that was not a
 JSON object is carried byte for byte. The key is the original key. Headers carry the
 context the way Kafka Connect's dead-letter queues do (``__connect.errors.*``), plus the
-spec, the attempts and the last exit code of the import (``__csep.errors.*``).
+event's source (``cts`` or ``s3``: a dispatcher replaying the DLQ topic reads the record
+as that source's message), for one record of a message with several S3 event records
+its index, and the spec, the attempts and the last exit code of the import
+(``__csep.errors.*``).
 
 What the dispatcher adds (``error_dlq``, ``error_dlq_trace``, every header) is redacted
 (:mod:`common.redaction`): a runner's stderr tail may quote a credential.
@@ -43,9 +46,14 @@ class DeadLetter:
 MINIMAL_VALUE_BYTES = 65536
 
 
+SOURCE_HEADER = "__csep.errors.source"
+RECORD_HEADER = "__csep.errors.record.index"
+
+
 def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None, failure: Failure, minimal: bool = False,
-                redact: Redactor | None = None) -> DeadLetter:
+                redact: Redactor | None = None, source: str | None = None,
+                record_index: int | None = None) -> DeadLetter:
     """The DLQ record for the message at ``topic/partition/offset``, with the values of
     ``redact`` (default: the credentials of this process's environment) removed from
     what the dispatcher adds.
@@ -58,11 +66,13 @@ def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,
     failure = attrs.evolve(failure, reason=redact(failure.reason), trace=redact(failure.trace),
                            error_class=redact(failure.error_class),
                            spec_uri=None if failure.spec_uri is None else redact(failure.spec_uri))
-    headers = _headers(topic=topic, partition=partition, offset=offset, failure=failure)
+    where = {"topic": topic, "partition": partition, "offset": offset, "source": source,
+             "record_index": record_index}
+    headers = _headers(**where, failure=failure)
     if not minimal:
         return DeadLetter(key=key, value=_value(value, failure), headers=headers)
     failure = attrs.evolve(failure, trace="")
-    headers = _headers(topic=topic, partition=partition, offset=offset, failure=failure)
+    headers = _headers(**where, failure=failure)
     value = value or b""
     if len(value) > MINIMAL_VALUE_BYTES:
         headers.append(("__csep.errors.value.truncated", str(len(value)).encode()))
@@ -82,7 +92,8 @@ def _value(value: bytes | None, failure: Failure) -> bytes:
     return json.dumps(data).encode("utf-8")
 
 
-def _headers(*, topic: str, partition: int, offset: int, failure: Failure) -> list[tuple[str, bytes]]:
+def _headers(*, topic: str, partition: int, offset: int, failure: Failure,
+             source: str | None, record_index: int | None) -> list[tuple[str, bytes]]:
     headers = {
         "__connect.errors.topic": topic,
         "__connect.errors.partition": str(partition),
@@ -93,6 +104,8 @@ def _headers(*, topic: str, partition: int, offset: int, failure: Failure) -> li
         "__csep.errors.spec.uri": failure.spec_uri,
         "__csep.errors.attempts": None if failure.attempts is None else str(failure.attempts),
         "__csep.errors.exit.code": None if failure.exit_code is None else str(failure.exit_code),
+        SOURCE_HEADER: source,
+        RECORD_HEADER: None if record_index is None else str(record_index),
     }
     return [(name, text.encode("utf-8")) for name, text in headers.items() if text is not None]
 
@@ -100,6 +113,14 @@ def _headers(*, topic: str, partition: int, offset: int, failure: Failure) -> li
 def is_replay(headers: list[tuple[str, bytes]] | None) -> bool:
     """True for a message read back from a DLQ topic (it carries the DLQ context)."""
     return any(name == "__connect.errors.topic" for name, _ in headers or ())
+
+
+def source_of(headers: list[tuple[str, bytes]] | None) -> str | None:
+    """The source a dead letter recorded for its event (``cts``, ``s3``), if any."""
+    for name, value in headers or ():
+        if name == SOURCE_HEADER:
+            return value.decode("utf-8", "replace")
+    return None
 
 
 class DeadLetterQueue:

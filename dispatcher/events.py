@@ -71,6 +71,17 @@ def parse(value: bytes | None, max_bytes: int) -> CtsEvent:
 
 
 def _parse(value: bytes | None, max_bytes: int) -> CtsEvent:
+    data = json_object(value, max_bytes)
+    try:
+        return structure(data, CtsEvent, _converter)
+    except ValueError as error:  # a StructureError naming the field, or an unknown state
+        raise MalformedMessage(f"message does not fit the CTS event schema: {error}") from error
+
+
+def json_object(value: bytes | None, max_bytes: int) -> dict:
+    """A record value as a JSON object: present, at most ``max_bytes``, UTF-8, JSON, an
+    object. Raises :class:`MalformedMessage` saying which of these it is not (and may
+    raise a RecursionError for absurd nesting, which :func:`parse` turns into one)."""
     if value is None:
         raise MalformedMessage("message has no value")
     if len(value) > max_bytes:
@@ -87,7 +98,4 @@ def _parse(value: bytes | None, max_bytes: int) -> CtsEvent:
         raise MalformedMessage("message is not usable JSON: nested too deeply") from error
     if not isinstance(data, dict):
         raise MalformedMessage(f"message must be a JSON object, got {type(data).__name__}")
-    try:
-        return structure(data, CtsEvent, _converter)
-    except ValueError as error:  # a StructureError naming the field, or an unknown state
-        raise MalformedMessage(f"message does not fit the CTS event schema: {error}") from error
+    return data

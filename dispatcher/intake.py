@@ -1,6 +1,7 @@
 """Intake and commits: the consumer side of the dispatcher.
 
-It polls the topic, takes each new record in once (a record redelivered after a
+It polls the topics (the CTS topic, and the S3 notification topic when configured), takes
+each new record in once (a record redelivered after a
 rebalance that gave the partition back is skipped), pauses partitions that must not
 deliver more (the buffer is full, a service is down, or one partition's
 finished-but-uncommitted span behind a slow event reached its bound), commits per
@@ -26,12 +27,12 @@ log = logging.getLogger("dispatcher")
 
 
 class Intake:
-    def __init__(self, consumer, topic: str, *, call_timeout_seconds: float,
+    def __init__(self, consumer, topics: list[str], *, call_timeout_seconds: float,
                  max_uncommitted_span: int,
                  on_lost: Callable[[set[TopicPartition]], None],
                  cooperative: bool = True) -> None:
         self.consumer = consumer
-        self.topic = topic
+        self.topics = topics
         self.call_timeout_ms = int(call_timeout_seconds * 1000)
         self.max_uncommitted_span = max_uncommitted_span
         self.on_lost = on_lost
@@ -40,7 +41,7 @@ class Intake:
         self._last_lag = 0.0
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.topic], listener=_Rebalance(self))
+        self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
 
     def poll(self, *, accepting: bool, max_records: int, timeout_ms: int) -> list[Any]:
         """New records, in offset order per partition; taken in (pending) from now on.

@@ -1,12 +1,18 @@
-"""The dispatcher's loop: from a CTS event on Kafka to a committed offset.
+"""The dispatcher's loop: from an event on Kafka to a committed offset.
 
 One thread turns the loop. Each turn it polls Kafka (so the group never evicts it, even
 while a runner works for hours), takes new events in, moves every event it holds one step
-forward, and commits per partition up to the first unfinished event. An event moves
-through these stages, each step idempotent so any of them may be repeated:
+forward, and commits per partition up to the first unfinished event. An event comes from
+one of the sources of :mod:`dispatcher.sources` (a CTS job-state message, or one record
+of an S3 event notification: a message of several records is several events, and its
+offset is committed once all of them finished). It moves through these stages, each step
+idempotent so any of them may be repeated:
 
-    PREPARE   fetch the job from the CTS, find its importer, write the spec to S3 (once),
-              count the attempts already recorded there, mark processing start on the CTS
+    PREPARE   ask the event's source for the import (CTS: fetch the job, find the
+              importer of its image; S3: route the object, look it up and take its
+              checksum, over several turns for a large object), write the spec to S3
+              (once), count the attempts already recorded there, mark processing start
+              (CTS meta)
     QUEUED    wait for a runner slot (global and per importer), a retry's backoff, or
               another dispatcher's attempt on the same spec; claim the next attempt, launch
     RUNNING   the runner works (its claim's lease renewed); on exit: record the attempt,
@@ -35,8 +41,7 @@ from kafka import TopicPartition
 
 from common.faults import Fault, ServiceFailure, fault_of, one_line
 from contract import result as results
-from contract.spec import EventRef, ImporterRef
-from dispatcher import cts as cts_api
+from contract.spec import EventRef
 from dispatcher import dlq, events
 from dispatcher.breakers import Breakers
 from dispatcher.config import Config
@@ -47,6 +52,7 @@ from dispatcher.ledger import AttemptLedger, Attempts, lease_expired, now
 from dispatcher.metrics import Health, Metrics
 from dispatcher.retry import RetryPolicy, Verdict, verdict
 from dispatcher.slots import RunnerSlots
+from dispatcher.sources import CtsSource, NoImport, Pending, S3Source
 
 log = logging.getLogger("dispatcher")
 
@@ -65,10 +71,10 @@ class Stage(enum.Enum):
 
 
 #: The services a stage's step calls: while one's breaker is open, the step waits.
-#: A runner needs S3, the metastore and Spark besides its launcher.
+#: A runner needs S3, the metastore and Spark besides its launcher. Preparing and
+#: finishing call the services of the event's source (see :func:`_services`).
 _RUNNER_SERVICES = ("launcher", "docker", "kubernetes", "runner", "s3", "metastore", "spark")
-_SERVICES = {Stage.PREPARE: ("cts", "s3"), Stage.QUEUED: _RUNNER_SERVICES,
-             Stage.RUNNING: ("s3",), Stage.FINISH: ("dlq", "cts")}
+_SERVICES = {Stage.QUEUED: _RUNNER_SERVICES, Stage.RUNNING: ("s3",)}
 _DRAINED = (Stage.RUNNING, Stage.FINISH)  # what still moves during a shutdown
 
 
@@ -109,18 +115,24 @@ class DeadLetterStreaks:
 
 class Outcome(enum.StrEnum):
     IMPORTED = "imported"
-    IGNORED = "ignored"            # a state other than complete
-    NO_IMPORTER = "no_importer"    # no importer registered for the image
+    IGNORED = "ignored"            # a state other than complete, an S3 event other than created
+    NO_IMPORTER = "no_importer"    # no importer registered for the image or routing the object
     DEAD_LETTERED = "dead_lettered"
 
 
 @attrs.define
 class Work:
-    """One event taken in and not yet finished."""
+    """One event taken in and not yet finished: a Kafka record, or one record (``part``
+    of ``parts``) of an S3 notification."""
 
     record: Any                               # kafka ConsumerRecord
+    source: Any                               # dispatcher.sources.CtsSource | S3Source
+    part: int = 0
+    parts: int = 1
     stage: Stage = Stage.PREPARE
-    event: events.CtsEvent | None = None
+    event: Any = None                         # events.CtsEvent | s3events.ObjectCreated...
+    pending: Any = None                       # the source's state of an undecided plan
+    prepare_services: tuple[str, ...] | None = None  # what preparing it calls (cached)
     not_before: float = 0.0                   # monotonic time of the next step
     spec_uri: str | None = None
     importer: Any = None                      # registry.ImporterEntry
@@ -141,12 +153,31 @@ class Work:
         return TopicPartition(self.record.topic, self.record.partition)
 
     @property
+    def key(self) -> tuple[TopicPartition, int, int]:
+        return (self.partition, self.record.offset, self.part)
+
+    @property
     def context(self) -> dict[str, Any]:
         """Fields every log line about this event carries."""
-        return {"job_id": self.event.job_id if self.event else None,
-                "topic": self.record.topic, "partition": self.record.partition,
-                "offset": self.record.offset, "attempt": self.attempts.spent or None,
-                "spec_uri": self.spec_uri}
+        context = {"job_id": getattr(self.event, "job_id", None),
+                   "topic": self.record.topic, "partition": self.record.partition,
+                   "offset": self.record.offset, "attempt": self.attempts.spent or None,
+                   "spec_uri": self.spec_uri, "source": self.source.kind}
+        if self.parts > 1:
+            context["record"] = self.part
+        if getattr(self.event, "uri", None):
+            context["object"] = self.event.uri
+        return context
+
+    def dead_letter_value(self) -> bytes | None:
+        """The value a dead letter of this event carries: the message, or for one record
+        of several, the message narrowed to that record (a replay redoes it alone)."""
+        if self.parts == 1 or self.record.value is None:
+            return self.record.value
+        try:
+            return self.source.record_value(self.record.value, self.part)
+        except Exception:  # never lose a dead letter over its narrowing: carry it whole
+            return self.record.value
 
     def conclude(self, outcome: Outcome, failure: dlq.Failure | None = None) -> None:
         self.outcome, self.failure, self.stage = outcome, failure, Stage.FINISH
@@ -154,20 +185,25 @@ class Work:
 
 
 class Dispatcher:
-    """Consumes ``config.kafka.topic`` until :meth:`stop` or a persistent infrastructure
-    failure; :meth:`run` returns the process exit status."""
+    """Consumes ``config.kafka.topic`` (and ``config.kafka.s3_topic``, when set) until
+    :meth:`stop` or a persistent infrastructure failure; :meth:`run` returns the process
+    exit status."""
 
-    def __init__(self, config: Config, *, consumer, producer, cts: cts_api.CtsClient,
-                 store, registry, launcher, metrics: Metrics, health: Health) -> None:
+    def __init__(self, config: Config, *, consumer, producer, cts, store, registry,
+                 launcher, metrics: Metrics, health: Health) -> None:
         self.config = config
-        self.intake = Intake(consumer, config.kafka.topic,
+        # The S3 source reads objects with the spec store's client (same credentials).
+        self.sources = {"cts": CtsSource(cts, registry), "s3": S3Source(store.client, registry)}
+        self.topic_sources = {config.kafka.topic: self.sources["cts"]}
+        if config.kafka.s3_topic:
+            self.topic_sources[config.kafka.s3_topic] = self.sources["s3"]
+        self.intake = Intake(consumer, list(self.topic_sources),
                              call_timeout_seconds=config.kafka.call_timeout_seconds,
                              max_uncommitted_span=config.max_uncommitted_span,
                              on_lost=self._partitions_lost,
                              cooperative=config.kafka.assignor == "cooperative-sticky")
         self.dead_letters = dlq.DeadLetterQueue(producer, config.kafka.dlq_topic,
                                                 config.kafka.call_timeout_seconds)
-        self.cts = cts
         self.ledger = AttemptLedger(store, config.attempt_lease_seconds)
         self.registry = registry
         self.launcher = launcher
@@ -178,7 +214,9 @@ class Dispatcher:
         self.health.problems = lambda: "; ".join(
             filter(None, [self.breakers.problem(), self.streaks.problem()])) or None
         self.slots = RunnerSlots(config.max_in_flight)
-        self.work: dict[tuple[TopicPartition, int], Work] = {}
+        self.work: dict[tuple[TopicPartition, int, int], Work] = {}
+        #: Events still unfinished of records that hold several (S3 notifications).
+        self._parts_left: dict[tuple[TopicPartition, int], int] = {}
         self.default_policy = RetryPolicy(**attrs.asdict(config.retry))
         self._stopping = False
         self._exit_status = EXIT_OK
@@ -188,7 +226,7 @@ class Dispatcher:
 
     def run(self) -> int:
         self.intake.subscribe()
-        log.info("dispatcher started", extra={"topic": self.config.kafka.topic,
+        log.info("dispatcher started", extra={"topics": list(self.topic_sources),
                                                "group_id": self.config.kafka.group_id})
         while not self._stopping:
             self._turn(draining=False)
@@ -215,7 +253,7 @@ class Dispatcher:
             self._advance_all(draining)
             # A breaker no held event needs has nobody to probe it: the next event will.
             self.breakers.release_unneeded(
-                {s for w in self.work.values() for s in _SERVICES.get(w.stage, ())})
+                {s for w in self.work.values() for s in _services(w)})
             self.intake.commit()
             self.breakers.succeeded(("kafka",))
             self._observe()
@@ -237,19 +275,40 @@ class Dispatcher:
                 self._advance(work)
 
     def _take_in(self, record) -> None:
-        work = Work(record)
-        self.work[(work.partition, record.offset)] = work
+        source = self._source_of(record)
         try:
-            work.event = events.parse(record.value, self.config.kafka.max_message_bytes)
+            parsed = source.parse(record.value, self.config.kafka.max_message_bytes)
         except Exception as error:
+            work = Work(record, source)
+            self.work[work.key] = work
             return self._contain(work, error)
-        if not work.event.actionable:
-            work.conclude(Outcome.IGNORED)
+        if len(parsed) > 1:
+            self._parts_left[(TopicPartition(record.topic, record.partition),
+                              record.offset)] = len(parsed)
+        for part, event in enumerate(parsed):
+            work = Work(record, source, part=part, parts=len(parsed))
+            self.work[work.key] = work
+            if isinstance(event, Exception):  # this record of the message is malformed
+                self._contain(work, event)
+            elif not event.actionable:
+                work.event = event
+                if getattr(event, "reason", None):
+                    log.info("%s: acknowledged", event.reason, extra=work.context)
+                work.conclude(Outcome.IGNORED)
+            else:
+                work.event = event
+
+    def _source_of(self, record):
+        """A record's source: the one its dead letter recorded (a DLQ replay), else its
+        topic's."""
+        recorded = dlq.source_of(record.headers)
+        return self.sources.get(recorded) or self.topic_sources.get(
+            record.topic, self.sources["cts"])
 
     def _advance(self, work: Work) -> None:
         """One step of one event, contained: whatever it raises ends here."""
         stage = work.stage
-        if not self.breakers.allow(_SERVICES[stage]):
+        if not self.breakers.allow(_services(work)):
             return
         try:
             {Stage.PREPARE: self._prepare, Stage.QUEUED: self._launch,
@@ -257,7 +316,7 @@ class Dispatcher:
         except Exception as error:
             return self._contain(work, error)
         if work.stage is not stage and stage is not Stage.RUNNING:
-            self.breakers.succeeded(_SERVICES[stage])  # a step went through: they answered
+            self.breakers.succeeded(_services(work, stage))  # a step went through: they answered
         if (work.stage is Stage.FINISH and stage is not Stage.FINISH
                 and work.not_before <= time.monotonic()):
             self._advance(work)
@@ -265,22 +324,18 @@ class Dispatcher:
     # -- the steps ----------------------------------------------------------------------
 
     def _prepare(self, work: Work) -> None:
-        job = cts_api.parse_job(self.cts.get_job(work.event.job_id), work.event.job_id)
-        entry = self.registry.for_image(job.image.name)
-        if entry is None:
-            log.info("no importer for image %s", job.image.name, extra=work.context)
+        ref = EventRef(topic=work.record.topic, partition=work.record.partition,
+                       offset=work.record.offset, trans_id=work.event.trans_id,
+                       time=work.event.time, source=work.source.kind)
+        plan = work.source.plan(work.event, ref, work.pending)
+        if isinstance(plan, Pending):  # e.g. a large object's checksum: more next turn
+            work.pending = plan.state
+            return
+        work.pending = None
+        if isinstance(plan, NoImport):
+            log.info("%s", plan.reason, extra=work.context)
             return work.conclude(Outcome.NO_IMPORTER)
-        spec = job.to_spec(
-            ImporterRef(name=entry.name, py_module=entry.py_module,
-                        importer_meta=entry.importer_meta,
-                        executor_cores=entry.settings.executor_cores),
-            EventRef(topic=work.record.topic, partition=work.record.partition,
-                     offset=work.record.offset, trans_id=work.event.trans_id,
-                     time=work.event.time))
-        if (refusal := entry.refusal(spec)) is not None:
-            log.info("importer %s does not take the job: %s", entry.name, refusal,
-                     extra=work.context)
-            return work.conclude(Outcome.NO_IMPORTER)
+        entry, spec = plan.entry, plan.spec
         work.spec_uri, drift = self.ledger.write_spec(spec)
         if drift:
             log.warning("the stored spec differs from this event's (%s); the stored one is "
@@ -291,7 +346,7 @@ class Dispatcher:
         work.attempts = self._attempts(work)
         if work.attempts.succeeded:
             return work.conclude(Outcome.IMPORTED)  # imported, but the commit was lost
-        self.cts.set_meta(work.event.job_id, cts_api.META_START)
+        work.source.started(work.event)
         work.stage = Stage.QUEUED
         if work.attempts.spent and self._next_delay(work) is None:
             self._exhausted(work, last_exit=None)
@@ -359,9 +414,11 @@ class Dispatcher:
             if work.dead_letter is None:
                 work.dead_letter = self.dead_letters.send(dlq.dead_letter(
                     topic=work.record.topic, partition=work.record.partition,
-                    offset=work.record.offset, key=work.record.key, value=work.record.value,
-                    failure=work.failure, minimal=work.finish_failures > 0,
-                    redact=self.dead_letters.redact))
+                    offset=work.record.offset, key=work.record.key,
+                    value=work.dead_letter_value(), failure=work.failure,
+                    minimal=work.finish_failures > 0, redact=self.dead_letters.redact,
+                    source=work.source.kind,
+                    record_index=work.part if work.parts > 1 else None))
             pending, work.dead_letter = work.dead_letter, None
             if not self.dead_letters.acknowledged(pending):
                 work.dead_letter = pending
@@ -369,15 +426,8 @@ class Dispatcher:
             work.dead_letter_sent = True
             self.metrics.dead_letters.labels(work.failure.error_class).inc()
             log.warning("dead-lettered: %s", work.failure.reason, extra=work.context)
-        meta = {Outcome.IMPORTED: cts_api.META_COMPLETE, Outcome.NO_IMPORTER:
-                cts_api.META_NO_OPERATION, Outcome.DEAD_LETTERED: cts_api.META_ERROR}
-        if work.outcome in meta and work.event is not None:
-            try:
-                self.cts.set_meta(work.event.job_id, meta[work.outcome])
-            except ServiceFailure as failure:
-                if failure.fault is not Fault.EVENT:
-                    raise
-                # The CTS refuses meta for this job (e.g. no such job): nothing to record.
+        if work.event is not None:
+            work.source.finished(work.event, work.outcome.value)
         self.metrics.events.labels(work.outcome.value).inc()
         if self.streaks.finished(work.importer.name if work.importer else None,
                                  work.outcome is Outcome.DEAD_LETTERED,
@@ -387,7 +437,18 @@ class Dispatcher:
                 self._exit_status = EXIT_DEAD_LETTER_STREAK
                 self.stop()
         work.stage = Stage.DONE
-        del self.work[(work.partition, work.record.offset)]
+        del self.work[work.key]
+        self._record_finished(work)
+
+    def _record_finished(self, work: Work) -> None:
+        """The record's offset may be committed once its last event finished."""
+        if work.parts > 1:
+            record = (work.partition, work.record.offset)
+            left = self._parts_left.get(record, 1) - 1
+            if left > 0:
+                self._parts_left[record] = left
+                return
+            self._parts_left.pop(record, None)
         self.intake.finish(work.record)
 
     # -- containment --------------------------------------------------------------------
@@ -527,8 +588,9 @@ class Dispatcher:
         """What ``/status`` shows: each event held, each breaker, each halted importer."""
         clock, wall = time.monotonic(), now()
         events = [{
-            "job_id": w.event.job_id if w.event else None, "topic": w.record.topic,
-            "partition": w.record.partition, "offset": w.record.offset,
+            "job_id": getattr(w.event, "job_id", None), "source": w.source.kind,
+            "topic": w.record.topic, "partition": w.record.partition,
+            "offset": w.record.offset, "record": w.part if w.parts > 1 else None,
             "stage": w.stage.value, "importer": w.importer.name if w.importer else None,
             "attempt": w.claim.attempt if w.claim else w.attempts.spent or None,
             "runner_age_seconds": round((wall - w.started_at).total_seconds(), 1)
@@ -574,6 +636,8 @@ class Dispatcher:
         """Work of partitions given to another consumer is dropped: its new owner redoes
         it. A running attempt is stopped and its claim released, so the new owner
         launches it again at once instead of waiting for the lease to run out."""
+        for record in [r for r in self._parts_left if r[0] in lost]:
+            del self._parts_left[record]
         for key, work in list(self.work.items()):
             if work.partition not in lost:
                 continue
@@ -586,6 +650,18 @@ class Dispatcher:
                     log.warning("could not release the attempt's claim: %s", failure,
                                 extra=work.context)
             del self.work[key]
+
+
+def _services(work: Work, stage: Stage | None = None) -> tuple[str, ...]:
+    """The services the step of ``work`` at ``stage`` (default: its own) calls."""
+    stage = stage or work.stage
+    if stage is Stage.PREPARE:
+        if work.prepare_services is None:
+            work.prepare_services = work.source.prepare_services(work.event)
+        return work.prepare_services
+    if stage is Stage.FINISH:
+        return work.source.finish_services
+    return _SERVICES.get(stage, ())
 
 
 def _error_class(error: BaseException) -> str:

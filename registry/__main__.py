@@ -1,7 +1,8 @@
 """``python -m registry list|check``: show or validate the importer registry.
 
 Both import every importer module (as the runner does); ``check`` exits 1 listing every
-problem, ``list`` prints one line per importer.
+problem, ``list`` prints one line per importer: its image (an S3 importer: its bucket,
+key patterns and user), name, module, file and settings.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for entry in registry.entries:
         s = entry.settings
-        print(f"{entry.image}\t{entry.name}\t{entry.py_module}\t{entry.source}\t"
+        routes = entry.image if entry.s3 is None else entry.s3.describe()
+        print(f"{routes}\t{entry.name}\t{entry.py_module}\t{entry.source}\t"
               f"timeout={s.timeout_seconds} max_attempts={s.max_attempts} "
               f"max_concurrent={s.max_concurrent} executor_cores={s.executor_cores}"
               + (f" match={entry.match.describe()}" if entry.match else ""))

@@ -1,4 +1,4 @@
-"""The importer registry: which importer runs for which CTS image.
+"""The importer registry: which importer runs for which CTS image or S3 object.
 
 One YAML file per importer (seed 001), with optional per-importer settings::
 
@@ -17,6 +17,25 @@ One YAML file per importer (seed 001), with optional per-importer settings::
 A job whose importer's ``match`` refuses it is not imported: the dispatcher acknowledges
 it as a no-op, as when no importer is registered for its image.
 
+An importer of S3 object-created events says ``source: s3`` (``cts`` is the default) and
+routes by bucket and key instead of by image::
+
+    name: sample_sheets
+    py_module: importers.examples.sample_sheets
+    source: s3
+    s3:
+      bucket: cdm-dataplane             # the bucket's exact name
+      keys: ["sample-sheets/*.tsv"]     # fnmatch patterns on the whole decoded key
+      user: alice                       # optional: whose namespace; default: the uploader
+    importer_meta: {...}
+
+Key patterns are :func:`fnmatch.fnmatchcase` patterns matched against the whole key:
+case-sensitive, ``*`` also crosses ``/``, ``?`` is one character, ``[...]`` a set. A cts
+importer needs ``image`` and may not have ``s3``; an s3 importer needs ``s3`` and may not
+have ``image``. Two s3 importers listing the same bucket and pattern are refused unless
+both have a ``match`` to choose between them; any other overlap is decided per object by
+the dispatcher, which dead-letters an object that more than one importer takes.
+
 The files are read from the ``importers`` package directory and from every directory in
 ``CSEP_IMPORTER_DIRS`` (``os.pathsep``-separated); such a directory is put on
 ``sys.path``, so ``py_module: my_importer`` finds ``my_importer.py`` beside the YAML.
@@ -32,6 +51,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,8 +59,9 @@ import attrs
 import yaml
 
 from common.convert import StructureError, converter, positive, structure
-from contract.spec import JobSpec
-from registry.filters import JobFacts, Match, register
+from contract.identifiers import check_bucket
+from contract.spec import JobSpec, plain_user
+from registry.filters import JobFacts, Match, Patterns, register
 from registry.images import image_name, name_problem
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "importers"
@@ -68,35 +89,105 @@ class ImporterSettings:
     executor_cores: int = attrs.field(default=1, validator=positive)
 
 
+def _bucket(instance: Any, attribute: Any, value: str) -> None:
+    check_bucket(attribute.name, value)
+
+
+def _key_patterns(instance: Any, attribute: Any, value: Patterns) -> None:
+    if not value or not all(value):
+        raise ValueError("keys needs at least one non-empty pattern")
+
+
+def _route_user(instance: Any, attribute: Any, value: str | None) -> None:
+    if value is not None and not plain_user(value):
+        raise ValueError(f"user {value!r} cannot name a table namespace (letters, digits "
+                         "and _, a letter first)")
+
+
+@attrs.frozen
+class S3Route:
+    """Which S3 objects an ``source: s3`` importer takes: a bucket, key patterns, and
+    optionally the user whose namespace every import of this route writes to."""
+
+    bucket: str = attrs.field(validator=_bucket)
+    keys: Patterns = attrs.field(validator=_key_patterns)
+    user: str | None = attrs.field(default=None, validator=_route_user)
+
+    def takes(self, bucket: str, key: str) -> bool:
+        """Whether the object ``bucket``/``key`` (decoded) is on this route."""
+        return bucket == self.bucket and any(fnmatchcase(key, p) for p in self.keys)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket} keys={list(self.keys)}" + (
+            f" user={self.user}" if self.user else "")
+
+
+def _source(instance: Any, attribute: Any, value: str) -> None:
+    if value not in ("cts", "s3"):
+        raise ValueError(f"source: expected cts or s3, got {value!r}")
+
+
+#: Match keys that mean nothing for an importer's source.
+_KEYS_NOT_FOR = {"s3": {"image_digest": "an S3 object has no image digest",
+                        "arg": "an S3 object has no arguments"},
+                 "cts": {"size": "a CTS job's outputs carry no size"}}
+
+
 @attrs.frozen
 class ImporterFile:
     """The content of one importer YAML file."""
 
     name: str
     py_module: str
-    image: str
+    source: str = attrs.field(default="cts", validator=_source)
+    image: str | None = None
+    s3: S3Route | None = None
     # Seed 001: "the metadata, if any"; an empty `importer_meta:` is YAML null.
     importer_meta: dict[str, Any] | None = None
     settings: ImporterSettings = ImporterSettings()
     match: Match | None = None
 
+    def __attrs_post_init__(self) -> None:
+        if self.source == "cts" and self.image is None:
+            raise ValueError("image: required for a CTS importer (source: cts, the default)")
+        if self.source == "cts" and self.s3 is not None:
+            raise ValueError("s3: only for source: s3 importers")
+        if self.source == "s3" and self.image is not None:
+            raise ValueError("image: not allowed for source: s3 (an S3 importer is routed by "
+                             "s3.bucket and s3.keys)")
+        if self.source == "s3" and self.s3 is None:
+            raise ValueError("s3: required for source: s3 (bucket and keys)")
+        for path, key in self.match.keys_used() if self.match else ():
+            if key in _KEYS_NOT_FOR[self.source]:
+                raise ValueError(f"{path}: not for source: {self.source} importers "
+                                 f"({_KEYS_NOT_FOR[self.source][key]})")
+
 
 @attrs.frozen
 class ImporterEntry:
-    """A registered importer and the file it came from."""
+    """A registered importer and the file it came from: a CTS importer has an ``image``,
+    an S3 importer an ``s3`` route."""
 
     name: str
     py_module: str
-    image: str
+    image: str | None
     importer_meta: dict[str, Any]
     settings: ImporterSettings
     source: Path
     match: Match | None = None
+    s3: S3Route | None = None
 
-    def refusal(self, spec: JobSpec) -> str | None:
-        """None when this importer takes the job of ``spec``; else which ``match``
-        condition failed and why (one line)."""
-        return None if self.match is None else self.match.refusal(JobFacts.of(spec))
+    @property
+    def event_source(self) -> str:
+        """``cts`` or ``s3``: the events this importer takes."""
+        return "cts" if self.s3 is None else "s3"
+
+    def refusal(self, job: JobSpec | JobFacts) -> str | None:
+        """None when this importer takes the job (of a spec, or described by its facts);
+        else which ``match`` condition failed and why (one line)."""
+        if self.match is None:
+            return None
+        return self.match.refusal(job if isinstance(job, JobFacts) else JobFacts.of(job))
 
 
 _converter = register(converter())
@@ -132,11 +223,17 @@ class Registry:
             except ValueError as error:
                 problems.append(str(error))
                 continue
-            if entry.image in by_image:
+            if entry.image is not None and entry.image in by_image:
                 problems.append(f"{path}: image {entry.image!r} is already registered by "
                                 f"{by_image[entry.image].source}; one importer per image")
                 continue
-            by_image[entry.image] = entry
+            if entry.s3 is not None:
+                clash = _route_clash(entry, entries)
+                if clash:
+                    problems.append(clash)
+                    continue
+            if entry.image is not None:
+                by_image[entry.image] = entry
             entries.append(entry)
         if problems:
             raise RegistryError(problems)
@@ -146,6 +243,11 @@ class Registry:
         """The importer for ``image`` (a name, or a reference whose tag/digest is ignored)."""
         name = image_name(image)
         return next((e for e in self.entries if e.image == name), None)
+
+    def for_object(self, bucket: str, key: str) -> tuple[ImporterEntry, ...]:
+        """The S3 importers whose route takes the object ``bucket``/``key`` (decoded), in
+        file name order; their ``match`` conditions are not consulted here."""
+        return tuple(e for e in self.entries if e.s3 is not None and e.s3.takes(bucket, key))
 
 
 def default_dirs(environ: Mapping[str, str] = os.environ) -> list[Path]:
@@ -165,12 +267,31 @@ def _read(path: Path) -> ImporterEntry:
         content = structure(data, ImporterFile, _converter)
     except StructureError as error:
         raise ValueError(f"{path}: {error}") from error
-    problem = name_problem(content.image)
+    problem = content.image is not None and name_problem(content.image)
     if problem:
         raise ValueError(f"{path}: image: {problem}")
     return ImporterEntry(name=content.name, py_module=content.py_module, image=content.image,
                          importer_meta=content.importer_meta or {},
-                         settings=content.settings, source=path, match=content.match)
+                         settings=content.settings, source=path, match=content.match,
+                         s3=content.s3)
+
+
+def _route_clash(entry: ImporterEntry, entries: list[ImporterEntry]) -> str | None:
+    """A bucket and key pattern ``entry`` shares with an importer registered before,
+    where at least one of the two has no ``match`` (then every object the other takes
+    is taken by both): the problem, naming both files."""
+    for other in entries:
+        if other.s3 is None or other.s3.bucket != entry.s3.bucket:
+            continue
+        if entry.match is not None and other.match is not None:
+            continue  # their conditions choose, object by object
+        for pattern in entry.s3.keys:
+            if pattern in other.s3.keys:
+                return (f"{entry.source}: s3.keys: bucket {entry.s3.bucket!r} with pattern "
+                        f"{pattern!r} is already routed to {other.name!r} by {other.source}; "
+                        "two importers may share a route only when both have a match "
+                        "condition to choose between them")
+    return None
 
 
 def _check_module(entry: ImporterEntry, check: Check) -> None:

@@ -22,7 +22,7 @@ from common.redaction import Redactor
 from common.s3 import s3_client
 from registry import Registry, RegistryError
 from runner import logs
-from runner.checksums import verify_outputs
+from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
 from common.faults import one_line
 from runner import probes
@@ -53,10 +53,19 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     try:
         spec = _parse(location.read(), location.uri)
         job_id = logs.context.job_id = spec.job.id
-        log.info("spec read: image %s, importer %s", spec.job.image, spec.importer.py_module)
         meta = _registered_meta(spec, environ)
-        verify_outputs(s3_client(environ), spec.job.outputs)
-        log.info("%d output checksum(s) verified", len(spec.job.outputs))
+        if spec.job.object is None:
+            log.info("spec read: image %s, importer %s", spec.job.image,
+                     spec.importer.py_module)
+            verify_outputs(s3_client(environ), spec.job.outputs)
+            log.info("%d output checksum(s) verified", len(spec.job.outputs))
+        else:
+            log.info("spec read: object s3://%s, importer %s", spec.job.object.file,
+                     spec.importer.py_module)
+            checksum = verify_object(s3_client(environ), spec.job.object,
+                                     spec.job.outputs[0].crc64nvme)
+            log.info("the object is unchanged since the event (size, eTag, %s CRC64NVME)",
+                     checksum)
         module = importlib.import_module(spec.importer.py_module)
         # The runner's stdout is reserved for the result (SPEC "-").
         in_importer = True
@@ -145,21 +154,33 @@ def _parse(text: str, uri: str) -> JobSpec:
 
 def _registered_meta(spec: JobSpec, environ: Mapping[str, str]) -> dict:
     """The importer_meta of the importer this runner's registry lists for the spec's
-    image. A spec naming another importer, or an image with none, is refused: a spec
-    cannot choose the code that runs."""
+    image (an S3 object: among those routing its bucket and key). A spec naming another
+    importer, or an image or object with none, is refused: a spec cannot choose the code
+    that runs."""
     try:
         registry = Registry.load(check="import", environ=environ)
     except RegistryError as error:
         raise RunnerError(f"the runner's importer registry is broken: {error}") from error
-    entry = registry.for_image(spec.job.image)
-    if entry is None:
-        raise BadSpecError(f"no importer is registered for image {spec.job.image!r}")
     named = (spec.importer.name, spec.importer.py_module)
-    if named != (entry.name, entry.py_module):
-        raise BadSpecError(
-            f"the spec names importer {named[0]!r} ({named[1]}) but image "
-            f"{spec.job.image!r} is registered to {entry.name!r} ({entry.py_module}) "
-            f"in {entry.source}")
+    if spec.job.object is not None:
+        what = f"object s3://{spec.job.object.file}"
+        routed = registry.for_object(spec.job.object.bucket, spec.job.object.key)
+        entry = next((e for e in routed if (e.name, e.py_module) == named), None)
+        if entry is None:
+            raise BadSpecError(
+                f"the spec names importer {named[0]!r} ({named[1]}) but no importer of that "
+                f"name routes {what}" + (": " + ", ".join(
+                    f"{e.name!r} ({e.py_module}) in {e.source}" for e in routed)
+                    if routed else ": none does"))
+    else:
+        what = f"image {spec.job.image!r}"
+        entry = registry.for_image(spec.job.image)
+        if entry is None:
+            raise BadSpecError(f"no importer is registered for {what}")
+        if named != (entry.name, entry.py_module):
+            raise BadSpecError(
+                f"the spec names importer {named[0]!r} ({named[1]}) but {what} is "
+                f"registered to {entry.name!r} ({entry.py_module}) in {entry.source}")
     if spec.importer.importer_meta != entry.importer_meta:
         log.warning("the spec's importer_meta differs from the registry's (%s); "
                     "running with the registry's", entry.source)

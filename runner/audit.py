@@ -3,8 +3,9 @@
     python -m runner.audit list [--job-id J] [--image I] [--status S]
     python -m runner.audit show SPEC_URI
 
-``list`` prints one tab-separated line per spec: URI, job id, image, attempts, and the
-status, exit code and end time of the latest attempt (``pending`` before the first).
+``list`` prints one tab-separated line per spec: URI, job id, image (for an S3 event, its
+object's ``s3://`` URI), attempts, and the status, exit code and end time of the latest
+attempt (``pending`` before the first).
 ``--status`` filters on that latest status. ``show`` prints the spec and every result
 file of it, oldest first, as YAML documents. The store is ``CSEP_SPEC_STORE`` (e.g.
 ``s3://cdm-lake/event-specs``); S3 settings as for the runner (``CSEP_S3_ENDPOINT_URL``,
@@ -50,10 +51,13 @@ def summaries(store: SpecStore, job_id: str | None = None, image: str | None = N
     for uri in store.spec_uris(job_id):
         try:
             spec = store.get_spec(uri)
-            job, spec_image = spec.job.id, spec.job.image
+            job = spec.job.id
+            # An S3 event's spec has no image: its object stands in that column.
+            spec_image = spec.job.image or f"s3://{spec.job.object.file}"
         except SpecError:
             job, spec_image = "-", "(invalid spec)"
-        if image and image_name(spec_image) != image_name(image):
+        if image and (spec_image.startswith("s3://")
+                      or image_name(spec_image) != image_name(image)):
             continue
         attempts = store.results(uri)
         last = attempts[-1] if attempts else None

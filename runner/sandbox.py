@@ -11,7 +11,10 @@ What the importer gets:
 - ``job_info`` is built by :meth:`contract.spec.JobInfo.for_importer`, as in the runner:
   id ``sandbox-<random>``, the YAML's image, user ``sandbox`` (namespace ``u_sandbox__``),
   completion time now, and one output per FILE, ``sandbox/<job id>/<file name>``, with
-  its CRC64/NVME checksum computed here.
+  its CRC64/NVME checksum computed here. An S3 importer (``source: s3``) takes one FILE,
+  the uploaded object: its ``job_info`` has ``source: s3`` and the ``object`` (bucket
+  ``sandbox``, the key above, the size, the MD5 eTag a single-part upload gets, no
+  version or sequencer) and no image.
 - ``s3a://sandbox/...`` is served from the warehouse's ``s3/sandbox/`` directory, where the
   FILEs are copied: Hadoop's ``ViewFileSystemOverloadScheme`` takes over the ``s3a``
   scheme with a mount table whose fallback is that directory, so the importer's reads
@@ -35,6 +38,7 @@ import argparse
 import base64
 import contextlib
 import copy
+import hashlib
 import importlib
 import json
 import os
@@ -51,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from contract.result import DeltaCommit, ExitCode
-from contract.spec import JobInfo, Output, namespace_prefix
+from contract.spec import JobInfo, Output, S3Object, namespace_prefix
 from registry import Registry, RegistryError
 from registry.registry import ImporterEntry
 from runner.commits import MarkedSpark, commits_marked
@@ -150,12 +154,26 @@ def stage_outputs(files: Sequence[Path], warehouse: Warehouse, job_id: str) -> t
     return tuple(outputs)
 
 
-def sandbox_job(entry: ImporterEntry, outputs: tuple[Output, ...], job_id: str) -> JobInfo:
-    """The job the importer is given: the YAML's image, user ``sandbox``, done now."""
-    return JobInfo(id=job_id, outputs=outputs, image=entry.image, image_digest=IMAGE_DIGEST,
-                   input_file_count=0, output_file_count=len(outputs),
-                   completion_time=datetime.now(UTC), user=USER,
-                   namespace_prefix=namespace_prefix(USER))
+def sandbox_job(entry: ImporterEntry, outputs: tuple[Output, ...], job_id: str,
+                warehouse: Warehouse | None = None) -> JobInfo:
+    """The job the importer is given: the YAML's image, user ``sandbox``, done now. For
+    an S3 importer, the one output is the object (its file staged in ``warehouse``).
+    Raises :class:`SandboxError` when an S3 importer is given other than one file."""
+    if entry.s3 is None:
+        return JobInfo(id=job_id, outputs=outputs, image=entry.image,
+                       image_digest=IMAGE_DIGEST, input_file_count=0,
+                       output_file_count=len(outputs), completion_time=datetime.now(UTC),
+                       user=USER, namespace_prefix=namespace_prefix(USER))
+    if len(outputs) != 1:
+        raise SandboxError(f"importer {entry.name} takes S3 objects: give one FILE, the "
+                           f"uploaded object (got {len(outputs)})", ExitCode.BAD_SPEC)
+    staged = warehouse.s3 / outputs[0].file
+    digest = hashlib.md5(staged.read_bytes(), usedforsecurity=False).hexdigest()
+    obj = S3Object(bucket=outputs[0].bucket, key=outputs[0].key,
+                   size=staged.stat().st_size, etag=digest)
+    return JobInfo(id=job_id, outputs=outputs, image=None, image_digest=None,
+                   input_file_count=0, output_file_count=1, completion_time=datetime.now(UTC),
+                   user=USER, namespace_prefix=namespace_prefix(USER), object=obj)
 
 
 def load_importer(path: Path) -> ImporterEntry:
@@ -356,7 +374,7 @@ def sandbox(importer_yaml: Path, files: Sequence[Path], warehouse: Warehouse, *,
     """
     entry = load_importer(importer_yaml)
     job_id = f"sandbox-{uuid.uuid4().hex[:8]}"
-    job = sandbox_job(entry, stage_outputs(files, warehouse, job_id), job_id)
+    job = sandbox_job(entry, stage_outputs(files, warehouse, job_id), job_id, warehouse)
     print(f"importer {entry.name} ({entry.py_module}) from {entry.source}")
     print(f"job_info: {json.dumps(job.for_importer())}")
     print(f"importer_meta: {json.dumps(entry.importer_meta)}")

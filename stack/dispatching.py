@@ -18,11 +18,14 @@ from stack.process import free_ports
 
 
 def dispatcher_config(stack: LocalStack, *, topic: str, dlq_topic: str, group_id: str,
-                      spec_store: str, metrics_port: int, **overrides: Any) -> dict[str, Any]:
-    """A dispatcher config for ``stack``; ``overrides`` replace top-level sections/keys."""
+                      spec_store: str, metrics_port: int, s3_topic: str | None = None,
+                      **overrides: Any) -> dict[str, Any]:
+    """A dispatcher config for ``stack`` (with ``s3_topic``, S3 notifications are read
+    from it too); ``overrides`` replace top-level sections/keys."""
     config = {
         "kafka": {"bootstrap_servers": stack.kafka.bootstrap, "topic": topic,
-                  "dlq_topic": dlq_topic, "group_id": group_id},
+                  "dlq_topic": dlq_topic, "group_id": group_id,
+                  **({"s3_topic": s3_topic} if s3_topic else {})},
         "cts": {"url": stack.cts.url, "timeout_seconds": 5},
         "spec_store": spec_store,
         "metrics_port": metrics_port,

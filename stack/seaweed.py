@@ -20,7 +20,9 @@ class SeaweedS3:
         (self.master_port, self.master_grpc, self.volume_port, self.volume_grpc,
          self.filer_port, self.filer_grpc, self.port, self.s3_grpc) = free_ports(8)
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.access_key = "csep-" + secrets.token_hex(6)
+        # Letters and digits, as a MinIO user's access key is: S3 event notifications name
+        # the uploader by it (userIdentity.principalId), and a plain name can be a job's user.
+        self.access_key = "csep" + secrets.token_hex(6)
         self.secret_key = secrets.token_urlsafe(24)
         self._server: ServerProcess | None = None
 

@@ -53,7 +53,8 @@ class Lane:
 
     def dispatcher(self, topic: str | None = None, dlq_topic: str | None = None,
                    env: dict[str, str] | None = None, group_id: str | None = None,
-                   spec_store: str | None = None, **overrides: Any) -> DispatcherProcess:
+                   spec_store: str | None = None, s3_topic: str | None = None,
+                   **overrides: Any) -> DispatcherProcess:
         settings = {"retry": FAST_RETRY, "max_in_flight": 4, "shutdown_grace_seconds": 60,
                     "infrastructure_budget_seconds": 120, "attempt_lease_seconds": 6,
                     # The test importers record what they did in CSEP_TEST_STATE_DIR.
@@ -63,7 +64,7 @@ class Lane:
         config = dispatcher_config(
             self.stack, topic=topic or self.topic, dlq_topic=dlq_topic or self.dlq_topic,
             group_id=group_id or self.group, spec_store=spec_store or self.store.base,
-            metrics_port=DispatcherProcess.free_port(), **settings)
+            s3_topic=s3_topic, metrics_port=DispatcherProcess.free_port(), **settings)
         process = DispatcherProcess(
             self.stack, self.tmp_path / f"dispatcher-{len(self.dispatchers)}", config,
             env={"CSEP_IMPORTER_DIRS": str(FIXTURES),
@@ -107,11 +108,11 @@ class Lane:
 
     # -- what happened --------------------------------------------------------------------
 
-    def committed(self) -> dict[int, int | None]:
+    def committed(self, topic: str | None = None) -> dict[int, int | None]:
         consumer = KafkaConsumer(bootstrap_servers=self.stack.kafka.bootstrap,
                                  group_id=self.group, enable_auto_commit=False)
         try:
-            return {p: consumer.committed(TopicPartition(self.topic, p))
+            return {p: consumer.committed(TopicPartition(topic or self.topic, p))
                     for p in range(self.partitions)}
         finally:
             consumer.close()

@@ -33,3 +33,30 @@ def test_wrong_secret_is_refused(stack):
     with pytest.raises(ClientError) as error:
         impostor.put_object(Bucket=stack.lake_bucket, Key="smoke/impostor", Body=b"x")
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_an_object_s_checksum_is_read_in_ranges_and_a_replacement_is_noticed(stack):
+    from common.crc64nvme import ObjectChecksum, of_bytes
+
+    client = stack.s3.client()
+    key = f"smoke/{uuid.uuid4().hex}/ranges.bin"
+    body = bytes(range(256)) * 40  # 10240 bytes: 11 ranges of 1000
+    put = client.put_object(Bucket=stack.lake_bucket, Key=key, Body=body)
+    reader = ObjectChecksum(client, stack.lake_bucket, key, len(body), put["ETag"],
+                            chunk_bytes=1000)
+    turns = 0
+    while (crc := reader.advance(0)) is None:  # one range per call, resumed each time
+        turns += 1
+    assert (crc, turns) == (of_bytes(body), 10)
+
+    again = ObjectChecksum(client, stack.lake_bucket, key, len(body), put["ETag"],
+                           chunk_bytes=1000)
+    assert again.advance(0) is None
+    client.put_object(Bucket=stack.lake_bucket, Key=key, Body=body[::-1])
+    with pytest.raises(ClientError) as error:
+        again.advance()
+    assert error.value.response["Error"]["Code"] == "PreconditionFailed"
+    empty = f"smoke/{uuid.uuid4().hex}/empty"
+    put = client.put_object(Bucket=stack.lake_bucket, Key=empty, Body=b"")
+    assert ObjectChecksum(client, stack.lake_bucket, empty, 0, put["ETag"]).advance() == (
+        "AAAAAAAAAAA=")

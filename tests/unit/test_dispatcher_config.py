@@ -26,6 +26,8 @@ def test_file_defaults_and_environment_overrides(path):
     assert config.launcher.docker.pass_env == ("A", "B")
     assert config.cts_token == "tok"
     assert "tok" not in repr(config)
+    assert config.kafka.s3_topic is None
+    assert load(path, {"CSEP_KAFKA__S3_TOPIC": "s3-events"}).kafka.s3_topic == "s3-events"
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -35,6 +37,8 @@ def test_file_defaults_and_environment_overrides(path):
     ({"CSEP_LAUNCHER__KIND": "ssh"}, "launcher.kind"),
     ({"CSEP_KAFKA__DLQ_TOPIC": "cts-jobs"}, "dlq_topic must differ"),
     ({"CSEP_SPEC_STORE": "/tmp/x"}, "spec_store must be an s3:// URI"),
+    ({"CSEP_KAFKA__S3_TOPIC": "cts-jobs"}, "kafka.s3_topic must differ from kafka.topic"),
+    ({"CSEP_KAFKA__S3_TOPIC": "cts-jobs-dlq"}, "kafka.s3_topic must differ"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(path, env, message):
     with pytest.raises(ConfigError) as error:

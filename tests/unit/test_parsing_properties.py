@@ -1,4 +1,5 @@
-"""Property-based tests of everything parsed from outside: CTS messages and job documents.
+"""Property-based tests of everything parsed from outside: CTS messages, S3 event
+notifications and job documents.
 
 Whatever the input (arbitrary bytes, deep nesting, huge or odd unicode fields, wrong types,
 path characters in ids), parsing returns a value or raises its one documented error type.
@@ -12,10 +13,10 @@ from datetime import datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contract.identifiers import InvalidIdentifier, check_segment
+from contract.identifiers import InvalidIdentifier, check_bucket, check_object_key, check_segment
 from contract.spec import EventRef, ImporterRef, JobSpec
 from contract.store import SpecStore
-from dispatcher import events
+from dispatcher import events, s3events
 from dispatcher.cts import CtsJob, parse_job
 from dispatcher.errors import EventRejected
 
@@ -99,6 +100,83 @@ def test_the_issue_s_inputs_are_malformed_with_the_field_named():
             assert reason in str(error)
         else:
             raise AssertionError(f"parsed: {value[:60]!r}")
+
+
+# -- S3 event notifications -------------------------------------------------------------------
+
+# Keys as they might come: encoded or not, '+', stray and invalid percent escapes, NUL.
+odd_keys = st.one_of(st.text(max_size=60), st.sampled_from(
+    ["raw/a+b.tsv", "raw/%C3%BC.tsv", "%", "%zz", "%FF", "%00", "raw/%2F..%2F", "+", "%C3"]),
+    st.text(min_size=1000, max_size=1500), st.integers(), st.none(), st.lists(st.text()))
+odd_names = st.one_of(st.sampled_from(["s3:ObjectCreated:Put", "ObjectCreated:Copy",
+                                       "s3:ObjectRemoved:Delete", "ObjectCreated", ""]),
+                      st.text(max_size=30), st.integers(), st.none())
+s3_records = st.fixed_dictionaries({}, optional={
+    "eventName": odd_names,
+    "eventTime": times,
+    "eventSource": st.one_of(st.just("minio:s3"), json_values),
+    "userIdentity": st.one_of(st.fixed_dictionaries({"principalId": odd_ids}), json_values),
+    "s3": st.one_of(json_values, st.fixed_dictionaries({}, optional={
+        "bucket": st.one_of(json_values, st.fixed_dictionaries(
+            {"name": st.one_of(st.just("cdm-dataplane"), odd_ids)})),
+        "object": st.one_of(json_values, st.fixed_dictionaries({}, optional={
+            "key": odd_keys, "size": st.one_of(st.integers(), json_values),
+            "eTag": odd_ids, "versionId": odd_ids, "sequencer": odd_ids}))})),
+    "extra": json_values})
+notifications = st.fixed_dictionaries({}, optional={
+    "EventName": json_values, "Key": json_values, "Event": json_values,
+    "Records": st.one_of(st.lists(st.one_of(s3_records, json_values), max_size=4),
+                         json_values)})
+
+
+def _parse_notification(value: bytes) -> tuple | None:
+    try:
+        parsed = s3events.parse(value, LIMIT)
+    except events.MalformedMessage as error:
+        assert str(error) and "\n" not in str(error)[:200]
+        return None
+    assert isinstance(parsed, tuple) and parsed
+    for item in parsed:
+        assert isinstance(item, (s3events.ObjectCreated, s3events.OtherEvent,
+                                 events.MalformedMessage)), item
+        if isinstance(item, events.MalformedMessage):
+            assert str(item)
+        if isinstance(item, s3events.ObjectCreated):
+            # What parses names a real object and gives a usable spec location.
+            check_bucket("bucket", item.bucket)
+            check_object_key("key", item.key)
+            assert item.size >= 0 and item.time.utcoffset() is not None
+            SpecStore("s3://bucket/prefix", client=None).spec_uri(item.job_id, item.trans_id)
+    return parsed
+
+
+@SETTINGS
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_are_notifications_or_malformed(value):
+    _parse_notification(value)
+
+
+@SETTINGS
+@given(json_values)
+def test_any_json_value_is_a_notification_or_malformed(value):
+    _parse_notification(json.dumps(value).encode())
+
+
+@SETTINGS
+@given(notifications)
+def test_notification_shaped_json_parses_record_by_record(message):
+    parsed = _parse_notification(json.dumps(message).encode())
+    if parsed is not None and "Records" in message:
+        assert len(parsed) == len(message["Records"])
+
+
+@SETTINGS
+@given(st.integers(min_value=1, max_value=200_000), st.sampled_from(["[", "{\"a\":"]))
+def test_deeply_nested_notifications_are_malformed_not_a_crash(depth, opener):
+    closer = "]" if opener == "[" else "}"
+    inner = opener * depth + closer * depth
+    value = ('{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": ' + inner + "}]}")
+    _parse_notification(value.encode()[:LIMIT])
 
 
 # -- job documents --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output
 
 from registry import ImporterSettings, Registry, RegistryError, image_name
+from registry.filters import JobFacts
 from registry.images import name_problem
 
 MODULE = "def run_import(get_spark, job_info, metadata):\n    pass\n"
@@ -175,6 +176,8 @@ def test_the_shipped_example_importers_load():
                              environ={"CSEP_IMPORTER_DIRS": str(examples)})
     assert registry.for_image("ghcr.io/kbasetest/cdm_seqkit").py_module == "importers.declarative"
     assert registry.for_image("ghcr.io/kbasetest/cdm_checkm2").py_module == "importers.checkm2"
+    [sheets] = registry.for_object("cdm-dataplane", "sample-sheets/2026/my sheet ü.tsv")
+    assert sheets.py_module == "importers.examples.sample_sheets"
 
 
 def test_a_match_condition_loads_and_decides_on_the_jobs_spec(folder):
@@ -216,3 +219,89 @@ def test_a_bad_match_names_the_file_and_the_field(folder):
     assert found[1] == (f"{folder / 'b.yaml'}: match.not: invalid value (user needs at "
                         "least one non-empty pattern)")
     assert found[2].startswith(f"{folder / 'c.yaml'}: match: invalid value (a condition needs")
+
+
+# -- S3 importers ------------------------------------------------------------------------------
+
+def s3_yaml(name: str = "sheets", route: str = "{bucket: cdm-dataplane, keys: 'raw/*.tsv'}",
+            extra: str = "") -> str:
+    return (f"name: {name}\npy_module: tool_importer\nsource: s3\ns3: {route}\n"
+            f"importer_meta:\n  table: t\n{extra}")
+
+
+def test_an_s3_importer_routes_by_bucket_and_key_pattern(folder):
+    write(folder, "sheets.yaml", s3_yaml(route="{bucket: cdm-dataplane, keys: "
+                                              "['raw/*.tsv', 'raw/?.csv'], user: alice}"))
+    write(folder, "tool.yaml", importer_yaml())
+    registry = Registry.load([folder])
+    sheets, tool = registry.entries
+    assert (sheets.event_source, sheets.image, sheets.s3.user) == ("s3", None, "alice")
+    assert tool.event_source == "cts" and tool.s3 is None
+    assert registry.for_object("cdm-dataplane", "raw/my file ü.tsv") == (sheets,)
+    # fnmatch on the whole key: `*` crosses `/`, case matters, `?` is one character.
+    assert registry.for_object("cdm-dataplane", "raw/2026/a.tsv") == (sheets,)
+    assert registry.for_object("cdm-dataplane", "raw/a.csv") == (sheets,)
+    for bucket, key in [("cdm-dataplane", "raw/ab.csv"), ("cdm-dataplane", "RAW/a.tsv"),
+                        ("cdm-dataplane", "x/raw/a.tsv"), ("cdm-other", "raw/a.tsv")]:
+        assert registry.for_object(bucket, key) == ()
+    assert registry.for_image("example.org/team/tool") is tool
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("name: x\npy_module: tool_importer\nsource: s3\n",
+     "s3: required for source: s3 (bucket and keys)"),
+    (s3_yaml(extra="image: example.org/team/x\n"),
+     "image: not allowed for source: s3 (an S3 importer is routed by s3.bucket and s3.keys)"),
+    ("name: x\npy_module: tool_importer\n",
+     "image: required for a CTS importer (source: cts, the default)"),
+    (importer_yaml(extra="s3: {bucket: cdm-dataplane, keys: '*'}\n"),
+     "s3: only for source: s3 importers"),
+    (importer_yaml().replace("name: tool", "name: tool\nsource: gcs"),
+     "source: expected cts or s3, got 'gcs'"),
+    (s3_yaml(route="{bucket: Not_A_Bucket, keys: '*'}"),
+     "s3: invalid value (bucket: 'Not_A_Bucket' is not a valid S3 bucket name)"),
+    (s3_yaml(route="{bucket: cdm-dataplane, keys: []}"),
+     "s3: invalid value (keys needs at least one non-empty pattern)"),
+    (s3_yaml(route="{bucket: cdm-dataplane}"), "s3.keys: required field missing"),
+    (s3_yaml(route="{bucket: cdm-dataplane, keys: '*', user: 'AWS:AIDA'}"),
+     "s3: invalid value (user 'AWS:AIDA' cannot name a table namespace"),
+    (s3_yaml(route="{bucket: cdm-dataplane, keys: '*', prefix: raw/}"),
+     "s3: extra fields found (prefix)"),
+    (s3_yaml(extra="match: {any_of: [{user: alice}, {arg: --x}]}\n"),
+     "match.any_of[1].arg: not for source: s3 importers (an S3 object has no arguments)"),
+    (s3_yaml(extra="match: {not: {image_digest: 'sha256:*'}}\n"),
+     "match.not.image_digest: not for source: s3 importers"),
+    (importer_yaml(extra="match: {size: {max: 10}}\n"),
+     "match.size: not for source: cts importers (a CTS job's outputs carry no size)"),
+    (s3_yaml(extra="match: {size: {min: 10, max: 1}}\n"),
+     "match.size: invalid value (size.min (10) is above size.max (1))"),
+])
+def test_an_s3_importer_problem_names_the_file_and_the_field(folder, text, problem):
+    write(folder, "x.yaml", text)
+    [found] = problems(folder)
+    assert found.startswith(f"{folder / 'x.yaml'}: "), found
+    assert problem in found, found
+
+
+def test_two_importers_on_one_route_need_conditions_to_choose(folder):
+    write(folder, "a.yaml", s3_yaml("a"))
+    write(folder, "b.yaml", s3_yaml("b", route="{bucket: cdm-dataplane, keys: ['x/*', "
+                                               "'raw/*.tsv']}"))
+    [found] = problems(folder)
+    assert found == (f"{folder / 'b.yaml'}: s3.keys: bucket 'cdm-dataplane' with pattern "
+                     f"'raw/*.tsv' is already routed to 'a' by {folder / 'a.yaml'}; two "
+                     "importers may share a route only when both have a match condition to "
+                     "choose between them")
+
+
+def test_overlapping_routes_with_conditions_load_and_the_conditions_choose(folder):
+    write(folder, "small.yaml", s3_yaml("small", extra="match: {size: {max: 1000}}\n"))
+    write(folder, "big.yaml", s3_yaml("big", extra="match: {size: {min: 1001}}\n"))
+    write(folder, "all.yaml", s3_yaml("all", route="{bucket: cdm-dataplane, keys: 'raw/*'}"))
+    registry = Registry.load([folder])
+    routed = registry.for_object("cdm-dataplane", "raw/a.tsv")
+    assert [e.name for e in routed] == ["all", "big", "small"]  # file name order
+    facts = JobFacts(user="alice", image_digest="", outputs=("cdm-dataplane/raw/a.tsv",),
+                     size=5000)
+    assert [e.name for e in routed if e.refusal(facts) is None] == ["all", "big"]
+    assert routed[2].refusal(facts) == "match.size: 5000 bytes, not within max 1000"

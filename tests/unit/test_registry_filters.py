@@ -71,7 +71,7 @@ def test_a_job_without_outputs_or_arguments_meets_no_output_or_arg_condition():
 
 
 @pytest.mark.parametrize(("condition", "problem"), [
-    ("{}", "a condition needs at least one of: user, image_digest, arg, output, all_of, "
+    ("{}", "a condition needs at least one of: user, image_digest, arg, output, size, all_of, "
            "any_of, not"),
     ("users: alice", "extra fields found (users)"),
     ("user: []", "user needs at least one non-empty pattern"),
@@ -92,3 +92,22 @@ def test_a_bad_condition_is_refused_naming_the_field(condition, problem):
 def test_describe_shows_the_whole_condition():
     condition = match("{user: a, any_of: [{arg: x}, {not: {output: y}}]}")
     assert condition.describe() == "{user=['a'], any_of[{arg=['x']}, {not {output=['y']}}]}"
+
+
+def test_size_bounds_are_inclusive_and_a_job_without_a_size_fails_them():
+    obj = JobFacts(user="alice", image_digest="", outputs=("cdm-dataplane/raw/a.tsv",), size=100)
+    for condition in ("size: {min: 100}", "size: {max: 100}", "size: {min: 1, max: 100}",
+                      "{output: 'cdm-dataplane/raw/*', size: {max: 1000}}"):
+        assert match(condition).refusal(obj) is None, condition
+    assert match("size: {min: 101}").refusal(obj) == "match.size: 100 bytes, not within min 101"
+    assert match("size: {max: 10}").refusal(JOB) == "match.size: no size, not within max 10"
+    assert match("any_of: [{user: bob}, {size: {max: 9}}]").describe() == (
+        "{any_of[{user=['bob']}, {size=[max 9]}]}")
+
+
+def test_keys_used_walks_every_nested_condition():
+    condition = match("{user: a, all_of: [{arg: x}], not: {any_of: [{size: {min: 1}}]}}")
+    assert list(condition.keys_used()) == [
+        ("match.user", "user"), ("match.all_of", "all_of"), ("match.all_of[0].arg", "arg"),
+        ("match.not", "not"), ("match.not.any_of", "any_of"),
+        ("match.not.any_of[0].size", "size")]

@@ -4,9 +4,11 @@ refusals of unusable input, and the idempotence comparison."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import textwrap
 from pathlib import Path
 
+import pytest
 from awscrt import checksums
 
 from contract.result import DeltaCommit, ExitCode
@@ -14,6 +16,8 @@ from runner import sandbox
 from runner.sandbox import TableState, Warehouse, changes, main, touched
 
 CHECKM2_YAML = Path(__file__).resolve().parents[2] / "importers" / "checkm2.yaml"
+SHEETS_YAML = (Path(__file__).resolve().parents[2] / "importers" / "examples"
+               / "sample_sheets.yaml")
 
 
 def _crc(data: bytes) -> str:
@@ -122,3 +126,23 @@ def test_touched_tables_are_the_changed_and_the_committed_ones():
     after = {"db.a": _state(), "db.b": _state(version=2), "db.d": _state()}
     commits = [DeltaCommit(table="db.a", version=2, operation="MERGE", metrics={})]
     assert touched(before, after, commits) == ["db.a", "db.b", "db.c", "db.d"]
+
+
+def test_an_s3_importer_gets_one_object_as_an_s3_job(tmp_path):
+    sheet = tmp_path / "my sheet.tsv"
+    sheet.write_bytes(b"sample_id\ns1\n")
+    warehouse = Warehouse(tmp_path / "wh")
+    entry = sandbox.load_importer(SHEETS_YAML)
+    outputs = sandbox.stage_outputs([sheet], warehouse, "sandbox-1")
+    info = sandbox.sandbox_job(entry, outputs, "sandbox-1", warehouse).for_importer()
+    assert info["source"] == "s3" and info["image"] is None
+    assert info["outputs"] == [{"file": "sandbox/sandbox-1/my sheet.tsv",
+                                "crc64nvme": _crc(b"sample_id\ns1\n")}]
+    assert info["object"] == {"bucket": "sandbox", "key": "sandbox-1/my sheet.tsv", "size": 13,
+                              "etag": hashlib.md5(b"sample_id\ns1\n").hexdigest(),
+                              "version_id": None, "sequencer": None}
+    other = tmp_path / "other.tsv"
+    other.write_bytes(b"sample_id\n")
+    two = sandbox.stage_outputs([sheet, other], warehouse, "sandbox-2")
+    with pytest.raises(sandbox.SandboxError, match="give one FILE"):
+        sandbox.sandbox_job(entry, two, "sandbox-2", warehouse)

@@ -24,8 +24,77 @@ SPEC = specs.JobSpec(
     args=("--threads", "4"))
 
 
+S3_SPEC = specs.JobSpec(
+    job=specs.JobInfo(
+        id="s3-0123456789abcdef0123456789abcdef",
+        outputs=(specs.Output("cdm-dataplane/raw/my file ü.tsv", "D3gOhIHSoh8="),),
+        image=None, image_digest=None, input_file_count=0, output_file_count=1,
+        completion_time=datetime.fromisoformat("2026-11-20T10:15:00.123+00:00"), user="alice",
+        namespace_prefix=specs.namespace_prefix("alice"),
+        object=specs.S3Object(bucket="cdm-dataplane", key="raw/my file ü.tsv", size=12,
+                              etag="6f5902ac237024bdd0c176cb93063dc4", sequencer="17A9C0")),
+    importer=specs.ImporterRef(name="sheets", py_module="importers.examples.sample_sheets"),
+    event=specs.EventRef(topic="s3-events", partition=0, offset=7, trans_id="17A9C0",
+                         time=datetime.fromisoformat("2026-11-20T10:15:00.123+00:00"),
+                         source="s3"))
+
+# A spec as the dispatcher wrote it before S3 events existed.
+V1_TEXT = """\
+job:
+  id: j1
+  outputs:
+  - file: b/k/quality_report.tsv
+    crc64nvme: 4ekt2WB1KO4=
+  image: ghcr.io/kbasetest/cdm_checkm2
+  image_digest: sha256:ab
+  input_file_count: 2
+  output_file_count: 1
+  completion_time: '2026-11-20T10:15:00.123000+00:00'
+  user: alice
+  namespace_prefix: u_alice__
+importer:
+  name: checkm2
+  py_module: importers.checkm2
+  importer_meta:
+    database: checkm2
+    table: q
+  executor_cores: 1
+event:
+  topic: cts-jobs
+  partition: 1
+  offset: 42
+  trans_id: t1
+  time: '2026-11-20T10:15:00.123000+00:00'
+  source: cts
+args:
+- --threads
+- '4'
+version: 1
+"""
+
+
 def test_a_spec_survives_yaml():
     assert specs.from_yaml(specs.to_yaml(SPEC)) == SPEC
+    assert specs.from_yaml(specs.to_yaml(S3_SPEC)) == S3_SPEC
+
+
+def test_a_cts_spec_is_written_and_read_as_before_s3_events():
+    # Runners of the earlier release refuse unknown fields: a CTS spec has no `object`.
+    assert specs.to_yaml(SPEC) == V1_TEXT
+    assert specs.from_yaml(V1_TEXT) == SPEC
+    assert specs.from_yaml(V1_TEXT.replace("  source: cts\n", "")) == SPEC
+
+
+def test_an_s3_importer_receives_the_object():
+    assert S3_SPEC.job.for_importer() == {
+        "id": "s3-0123456789abcdef0123456789abcdef", "source": "s3",
+        "outputs": [{"file": "cdm-dataplane/raw/my file ü.tsv", "crc64nvme": "D3gOhIHSoh8="}],
+        "object": {"bucket": "cdm-dataplane", "key": "raw/my file ü.tsv", "size": 12,
+                   "etag": "6f5902ac237024bdd0c176cb93063dc4", "version_id": None,
+                   "sequencer": "17A9C0"},
+        "image": None, "image_digest": None, "input_file_count": 0, "output_file_count": 1,
+        "completion_time": "2026-11-20T10:15:00.123000+00:00", "user": "alice",
+        "namespace_prefix": "u_alice__"}
 
 
 def test_the_importer_receives_seed_001_job_info_plus_user():
@@ -54,6 +123,16 @@ def test_a_result_survives_yaml():
     (specs.to_yaml(SPEC).replace("input_file_count: 2", "input_file_count: '2'"),
      "job.input_file_count"),
     (specs.to_yaml(SPEC).replace("version: 1", "version: 2"), "version 2 is not supported"),
+    (specs.to_yaml(SPEC).replace("source: cts", "source: s3"),
+     "job.object: an event of source s3 needs the object"),
+    (specs.to_yaml(S3_SPEC).replace("source: s3", "source: cts"),
+     "job.object: an event of source cts has no object"),
+    (specs.to_yaml(S3_SPEC).replace("source: s3", "source: gcs"), "event.source: expected cts"),
+    (specs.to_yaml(S3_SPEC).replace("- file: cdm-dataplane/", "- file: other/"),
+     "job.outputs: an S3 object's job has the object as its one output"),
+    (specs.to_yaml(S3_SPEC).replace("size: 12", "size: -1"), "size must not be negative"),
+    (specs.to_yaml(S3_SPEC).replace("bucket: cdm-dataplane", "bucket: X"),
+     "bucket: 'X' is not a valid S3 bucket name"),
 ])
 def test_invalid_specs_name_the_problem(text, field):
     with pytest.raises(specs.SpecError, match=field):
