@@ -240,17 +240,21 @@ def _jdbc_driver(url: str) -> str:
                      f"expected one of {', '.join(drivers)} or thrift://")
 
 
-def preload(settings: SparkSettings) -> threading.Thread:
-    """Import pyspark's client modules on a background thread and return it.
+def preload(settings: SparkSettings) -> threading.Thread | None:
+    """With an ``sc://`` master, import pyspark's Connect client on a background thread
+    and return it; None otherwise.
 
-    They take about half a second to import; the runner meanwhile reads its spec and
-    verifies the outputs on S3, which mostly waits on the network. An import that fails
-    here fails again, with its error, where the session is created."""
+    The client takes about half a second to import; the runner meanwhile reads its spec
+    and verifies the outputs on S3, which mostly waits on the network. A classic runner
+    does not preload: its JVM's start dwarfs the import, and an importer that never asks
+    for Spark would pay for it. An import that fails here fails again, with its error,
+    where the session is created."""
+    if not settings.is_connect:
+        return None
 
     def load() -> None:
         with contextlib.suppress(Exception):
-            importlib.import_module("pyspark.sql.connect.session" if settings.is_connect
-                                    else "pyspark.sql")
+            importlib.import_module("pyspark.sql.connect.session")
 
     thread = threading.Thread(target=load, name="preload-pyspark", daemon=True)
     thread.start()
