@@ -208,7 +208,7 @@ class Chaos:
             infrastructure_budget_seconds=600,
             kafka={"bootstrap_servers": self.stack.kafka.bootstrap, "topic": self.topic,
                    "dlq_topic": self.dlq, "group_id": self.group,
-                   "session_timeout_ms": 6000, "group_instance_id": f"{self.run}-d{index}"},
+                   "session_timeout_ms": 6000},
             launcher={"subprocess": {"pass_env": [
                 "PATH", "HOME", "LANG", "LC_*", "PYTHONPATH", "VIRTUAL_ENV", "AWS_*",
                 "CSEP_S3_*", "CSEP_IMPORTER_DIRS", "CSEP_CHAOS_TABLE", "CSEP_LOG_LEVEL"]}})

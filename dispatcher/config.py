@@ -101,6 +101,7 @@ class KafkaSettings:
     session_timeout_ms: int = attrs.field(default=45_000, validator=positive)
     #: Static group membership: a dispatcher restarted with the same id takes its
     #: partitions back at once, without a rebalance (e.g. a StatefulSet pod's name).
+    #: Only with an eager ``assignor`` (``range``, ``roundrobin``): see Config.
     group_instance_id: str | None = None
     #: How partitions are shared in the group. ``cooperative-sticky`` moves only the
     #: partitions that must move when a dispatcher joins or leaves: the others' runners
@@ -221,6 +222,15 @@ class Config:
                              f"({self.kafka.s3_topic!r}): each topic is read as one source")
         if not self.spec_store.startswith("s3://"):
             raise ValueError(f"spec_store must be an s3:// URI, got {self.spec_store!r}")
+        if self.kafka.group_instance_id and self.kafka.assignor == "cooperative-sticky":
+            # A cooperative rebalance moves a partition in two rounds: its owner gives it
+            # up, then rejoins so it can be assigned. A static member restarted between
+            # the two rounds rejoins without a rebalance, and the partition is left with
+            # no owner until the next one.
+            raise ValueError(
+                "kafka.group_instance_id (static membership) needs kafka.assignor range or "
+                "roundrobin: with cooperative-sticky, a dispatcher restarted during a "
+                "rebalance can leave a partition assigned to no one")
         if self.kafka.max_poll_interval_ms / 1000 < 2 * self.turn_bound_seconds:
             raise ValueError(
                 f"kafka.max_poll_interval_ms ({self.kafka.max_poll_interval_ms}) must be at "

@@ -39,12 +39,20 @@ def test_file_defaults_and_environment_overrides(path):
     ({"CSEP_SPEC_STORE": "/tmp/x"}, "spec_store must be an s3:// URI"),
     ({"CSEP_KAFKA__S3_TOPIC": "cts-jobs"}, "kafka.s3_topic must differ from kafka.topic"),
     ({"CSEP_KAFKA__S3_TOPIC": "cts-jobs-dlq"}, "kafka.s3_topic must differ"),
+    ({"CSEP_KAFKA__GROUP_INSTANCE_ID": "pod-0"},
+     "kafka.group_instance_id (static membership) needs kafka.assignor range or roundrobin"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(path, env, message):
     with pytest.raises(ConfigError) as error:
         load(path, env)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_static_membership_with_an_eager_assignor(path):
+    config = load(path, {"CSEP_KAFKA__GROUP_INSTANCE_ID": "pod-0",
+                         "CSEP_KAFKA__ASSIGNOR": "range"})
+    assert (config.kafka.group_instance_id, config.kafka.assignor) == ("pod-0", "range")
 
 
 def test_missing_required_settings_and_token_in_file(tmp_path):
