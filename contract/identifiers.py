@@ -27,22 +27,28 @@ class InvalidIdentifier(ValueError):
 def check_segment(field: str, value: str) -> str:
     """Return ``value`` if it is usable as one path segment, else raise
     :class:`InvalidIdentifier` naming ``field`` and the reason."""
-    if not isinstance(value, str):
-        raise InvalidIdentifier(f"{field}: expected a string, got {type(value).__name__}")
-    if value == "":
-        raise InvalidIdentifier(f"{field}: must not be empty")
+    _check_text(field, value)
     if value in (".", ".."):
         raise InvalidIdentifier(f"{field}: {value!r} is not a usable path segment")
-    for index, char in enumerate(value):
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise InvalidIdentifier(
-                f"{field}: character {index} is a control character or a lone surrogate "
-                f"(U+{ord(char):04X})")
     if len(encode_segment(value)) > MAX_ENCODED_BYTES:
         raise InvalidIdentifier(
             f"{field}: too long ({len(value)} characters; at most {MAX_ENCODED_BYTES} bytes "
             "once percent-encoded)")
     return value
+
+
+def _check_text(field: str, value: str) -> None:
+    """A non-empty string without control characters (NUL included) or lone surrogates:
+    what both a path segment and an object key must be."""
+    if not isinstance(value, str):
+        raise InvalidIdentifier(f"{field}: expected a string, got {type(value).__name__}")
+    if value == "":
+        raise InvalidIdentifier(f"{field}: must not be empty")
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidIdentifier(
+                f"{field}: character {index} is a control character or a lone surrogate "
+                f"(U+{ord(char):04X})")
 
 
 def encode_segment(value: str) -> str:
@@ -71,15 +77,7 @@ def check_object_key(field: str, value: str) -> str:
     """Return ``value`` if it can name an S3 object (decoded, as the object is stored):
     not empty, no control characters (NUL included) or lone surrogates, at most
     :data:`MAX_KEY_BYTES` bytes of UTF-8. Else raise :class:`InvalidIdentifier`."""
-    if not isinstance(value, str):
-        raise InvalidIdentifier(f"{field}: expected a string, got {type(value).__name__}")
-    if value == "":
-        raise InvalidIdentifier(f"{field}: must not be empty")
-    for index, char in enumerate(value):
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise InvalidIdentifier(
-                f"{field}: character {index} is a control character or a lone surrogate "
-                f"(U+{ord(char):04X})")
+    _check_text(field, value)
     if len(value.encode("utf-8")) > MAX_KEY_BYTES:
         raise InvalidIdentifier(f"{field}: longer than S3's {MAX_KEY_BYTES} bytes")
     return value

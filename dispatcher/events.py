@@ -10,8 +10,11 @@ URLs and S3 keys.
 from __future__ import annotations
 
 import enum
+import functools
 import json
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import attrs
 
@@ -56,21 +59,30 @@ class MalformedMessage(ValueError):
 
 
 _converter = converter(forbid_extra_keys=False)
+T = TypeVar("T")
 
 
+def contained(parse: Callable[[bytes | None, int], T]) -> Callable[[bytes | None, int], T]:
+    """``parse`` made to raise :class:`MalformedMessage` with the reason, and nothing
+    else, whatever the bytes."""
+
+    @functools.wraps(parse)
+    def wrapper(value: bytes | None, max_bytes: int) -> T:
+        try:
+            return parse(value, max_bytes)
+        except MalformedMessage:
+            raise
+        except Exception as error:  # deep nesting, odd numbers...: one message's problem
+            raise MalformedMessage(f"message cannot be parsed: {type(error).__name__}: "
+                                   f"{str(error)[:200]}") from error
+
+    return wrapper
+
+
+@contained
 def parse(value: bytes | None, max_bytes: int) -> CtsEvent:
     """Parse a Kafka record value. Raises :class:`MalformedMessage` with the reason, and
     nothing else, whatever the bytes."""
-    try:
-        return _parse(value, max_bytes)
-    except MalformedMessage:
-        raise
-    except Exception as error:  # deep nesting, odd numbers...: still one message's problem
-        raise MalformedMessage(f"message cannot be parsed: {type(error).__name__}: "
-                               f"{str(error)[:200]}") from error
-
-
-def _parse(value: bytes | None, max_bytes: int) -> CtsEvent:
     data = json_object(value, max_bytes)
     try:
         return structure(data, CtsEvent, _converter)

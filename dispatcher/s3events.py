@@ -34,7 +34,7 @@ import attrs
 
 from common.convert import StructureError, converter, structure
 from contract.identifiers import check_bucket, check_object_key, check_segment
-from dispatcher.events import MalformedMessage, json_object
+from dispatcher.events import MalformedMessage, contained, json_object
 
 #: More records in one message than this make it malformed (each becomes an event).
 MAX_RECORDS = 100
@@ -133,21 +133,12 @@ class _Record:
 _converter = converter(forbid_extra_keys=False)
 
 
+@contained
 def parse(value: bytes | None, max_bytes: int) -> tuple[Parsed, ...]:
     """The records of a Kafka record value, each an :class:`ObjectCreated`, an
     :class:`OtherEvent` or the :class:`MalformedMessage` saying what is wrong with it.
     Raises :class:`MalformedMessage` with the reason, and nothing else, when the message
     as a whole is unusable, whatever the bytes."""
-    try:
-        return _parse(value, max_bytes)
-    except MalformedMessage:
-        raise
-    except Exception as error:  # deep nesting, odd numbers...: still one message's problem
-        raise MalformedMessage(f"message cannot be parsed: {type(error).__name__}: "
-                               f"{str(error)[:200]}") from error
-
-
-def _parse(value: bytes | None, max_bytes: int) -> tuple[Parsed, ...]:
     data = json_object(value, max_bytes)
     if "Records" not in data:
         if data.get("Event") == "s3:TestEvent":  # AWS's check of a new notification setup

@@ -240,9 +240,8 @@ def _jdbc_driver(url: str) -> str:
                      f"expected one of {', '.join(drivers)} or thrift://")
 
 
-def preload(settings: SparkSettings) -> threading.Thread | None:
-    """With an ``sc://`` master, import pyspark's Connect client on a background thread
-    and return it; None otherwise.
+def preload(settings: SparkSettings) -> None:
+    """With an ``sc://`` master, import pyspark's Connect client on a background thread.
 
     The client takes about half a second to import; the runner meanwhile reads its spec
     and verifies the outputs on S3, which mostly waits on the network. A classic runner
@@ -250,15 +249,13 @@ def preload(settings: SparkSettings) -> threading.Thread | None:
     for Spark would pay for it. An import that fails here fails again, with its error,
     where the session is created."""
     if not settings.is_connect:
-        return None
+        return
 
     def load() -> None:
         with contextlib.suppress(Exception):
             importlib.import_module("pyspark.sql.connect.session")
 
-    thread = threading.Thread(target=load, name="preload-pyspark", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=load, name="preload-pyspark", daemon=True).start()
 
 
 def stop_session(session: SparkSession) -> None:
