@@ -168,15 +168,19 @@ def _add_guard_column(spark: SparkSession, name: str) -> None:
 
 
 def _check_keys(source: DataFrame, keys: Sequence[str], name: str) -> None:
+    """One query for both ways a MERGE's source can be ambiguous: a null key, a key two
+    rows share."""
     from pyspark.sql import functions as F
 
-    null = source.where(" OR ".join(f"{quote(k)} IS NULL" for k in keys)).limit(1).collect()
-    if null:
-        raise BadDataError(f"merge into {name}: a row has a null merge key "
-                           f"({', '.join(keys)}): {null[0].asDict()}")
-    repeated = (source.groupBy(*keys).agg(F.count(F.lit(1)).alias("rows"))
-                .where("rows > 1").limit(1).collect())
-    if repeated:
-        row = repeated[0].asDict()
-        count = row.pop("rows")
-        raise BadDataError(f"merge into {name}: {count} rows share the merge key {row}")
+    count = "__csep_rows"
+    null_key = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
+    found = (source.groupBy(*keys).agg(F.count(F.lit(1)).alias(count))
+             .where(f"{count} > 1 OR {null_key}").limit(1).collect())
+    if not found:
+        return
+    row = found[0].asDict()
+    rows = row.pop(count)
+    if any(row[k] is None for k in keys):
+        raise BadDataError(f"merge into {name}: {rows} row(s) with a null merge key "
+                           f"({', '.join(keys)}): {row}")
+    raise BadDataError(f"merge into {name}: {rows} rows share the merge key {row}")

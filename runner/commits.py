@@ -35,8 +35,10 @@ USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 #: kept short; clocks further apart than this (NTP keeps them within a second) could
 #: leave commits out of the result's list. The import itself does not depend on it.
 CLOCK_MARGIN_MICROS = 60 * 1_000_000
-#: Most attempts make one or two commits per table: the first page is small.
-_FIRST_PAGE = 4
+#: Most attempts make one or two commits per table, but a table imported into every few
+#: seconds has more than that within the clock margin. A page of 16 costs what one of 4
+#: does (the log's listing and the request dominate, not the commits read).
+_FIRST_PAGE = 16
 #: Tables whose history is read at the same time.
 HISTORY_READERS = 4
 

@@ -41,7 +41,9 @@ import contextlib
 import importlib
 import os
 import re
+import socket
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -67,6 +69,11 @@ CONNECT_TIMEOUT = 30.0
 # backoff to 60 s) waits about 10 minutes for a server that died; this waits seconds.
 _CONNECT_RETRIES = {"max_retries": 5, "initial_backoff": 100, "backoff_multiplier": 4.0,
                     "max_backoff": 5000}
+
+
+#: Session defaults on a local master: expressions interpreted, no whole-stage codegen.
+LOCAL_CODEGEN = {"spark.sql.codegen.wholeStage": "false",
+                 "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 
 
 class SparkUnavailable(ConnectionError):
@@ -141,6 +148,12 @@ class SparkSettings:
             # small table, for no parallelism beyond the machine's cores.
             conf["spark.databricks.delta.snapshotPartitions"] = str(
                 local_cores(self.master))
+            # Generated code is compiled per class loader, and each Connect session (and
+            # each classic runner's JVM) has its own: every import would compile the
+            # classes of its plans again, which on two cores is about a second per MERGE
+            # of a small table, many times the cost of interpreting its rows. An importer
+            # with much data to compute may set both back on its own session.
+            conf.update(LOCAL_CODEGEN)
         if self.jars:
             conf["spark.jars"] = ",".join(self.jars)
             drivers = [jar for jar in self.jars if is_jdbc_driver(jar)]
@@ -272,6 +285,21 @@ def stop_session(session: SparkSession) -> None:
     session.stop()
 
 
+def _accepts_connections(host: str, port: int, timeout: float) -> bool:
+    """True once ``host:port`` accepts a TCP connection, False if none within ``timeout``
+    seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            socket.create_connection((host, port), timeout=max(0.1, min(left, 2.0))).close()
+            return True
+        except OSError:
+            if time.monotonic() + 0.2 >= deadline:
+                return False
+            time.sleep(0.2)
+
+
 def _is_connect_session(session: object) -> bool:
     return type(session).__module__.startswith("pyspark.sql.connect")
 
@@ -318,21 +346,18 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 def _connect_session(url: str, timeout: float) -> SparkSession:
     """A Spark Connect session on ``url``, once its server accepts a connection."""
-    import grpc
     from pyspark.sql import SparkSession
     from pyspark.sql.connect.client import DefaultChannelBuilder
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
     builder = DefaultChannelBuilder(url)
     # The session itself connects lazily, on its first request, and pyspark retries an
-    # unreachable server for minutes: wait for the channel here, with a deadline.
-    channel = builder.toChannel()
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-    except grpc.FutureTimeoutError:
-        raise SparkUnavailable(f"sc://{builder.endpoint}", timeout) from None
-    finally:
-        channel.close()
+    # unreachable server for minutes: wait for the port here, with a deadline. A plain
+    # connection, not a gRPC channel: closing a channel waits out its connectivity
+    # poller, a fifth of a second of every import.
+    host, port = builder.endpoint.rsplit(":", 1)
+    if not _accepts_connections(host, int(port), timeout):
+        raise SparkUnavailable(f"sc://{builder.endpoint}", timeout)
     session = SparkSession.builder.remote(url).getOrCreate()
     session.client.set_retry_policies([DefaultPolicy(**_CONNECT_RETRIES)])
     return session

@@ -327,6 +327,19 @@ def test_an_uncoercible_value_fails_naming_row_and_column(s3, store, env):
     assert outcome.delta_commits == ()
 
 
+def test_a_report_repeating_a_genome_fails_as_bad_data_and_changes_nothing(stack, s3, store,
+                                                                            env):
+    line = REPORT_A.splitlines(keepends=True)[1]
+    report = upload(s3, "cts-out", "job-twice/quality_report.tsv", HEADER + line + line)
+    outcome = run_spec(store, checkm2_spec("job-twice", [report]), env, 65)
+    assert outcome.status == results.Status.BAD_DATA
+    assert outcome.error_type == "BadDataError"
+    assert (f"merge into {CHECKM2_DB}.quality_report: 2 rows share the merge key "
+            "{'genome_name': 'GCA_1'}") in outcome.message
+    assert outcome.delta_commits == ()
+    assert delta_rows(stack, CHECKM2_DB, "quality_report", "genome_name") == MERGED_ROWS
+
+
 def test_a_malformed_spec_exits_64(s3, store, no_spark_env):
     uri = store.spec_uri("job-malformed", "t-1")
     store.write_text(uri, "job: {id: job-malformed, outputs: []}\nimporter: 3\n")
@@ -415,11 +428,11 @@ def test_audit_lists_and_shows_specs_and_results(stack, store, env):
         store.spec_uri("job-b", "t-job-b"), "job-b", CHECKM2_IMAGE, "4", "succeeded", "0")
 
     bad_data = audit("list", "--status", "bad_data").splitlines()
-    assert sorted(line.split("\t")[1] for line in bad_data) == ["job-bad", "job-changed",
-                                                                  "job-gone"]
+    assert sorted(line.split("\t")[1] for line in bad_data) == [
+        "job-bad", "job-changed", "job-gone", "job-twice"]
     by_image = audit("list", "--image", CHECKM2_IMAGE + ":0.3.0").splitlines()
     assert {line.split("\t")[2] for line in by_image} == {CHECKM2_IMAGE}
-    assert len(by_image) == 6
+    assert len(by_image) == 7
 
     shown = audit("show", store.spec_uri("job-a", "t-job-a")).split("---\n")
     assert len(shown) == 2

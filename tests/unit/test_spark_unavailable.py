@@ -22,3 +22,16 @@ def test_a_refused_connection_raises_spark_unavailable_within_the_timeout():
     assert str(caught.value) == (
         f"Spark Connect server sc://127.0.0.1:{port} unreachable: no connection within 2s")
     assert isinstance(caught.value, ConnectionError)
+
+
+def test_a_listening_port_is_accepted_at_once_and_a_closed_one_only_after_the_timeout():
+    import socket
+
+    from runner.spark import _accepts_connections
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert _accepts_connections("127.0.0.1", port, timeout=5)
+    started = time.monotonic()
+    assert not _accepts_connections("127.0.0.1", port, timeout=0.5)
+    assert time.monotonic() - started >= 0.3
