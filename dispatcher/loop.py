@@ -244,11 +244,13 @@ class Dispatcher:
             free = self.config.max_buffered_events - len(self.work)
             accepting = (not draining and free > 0 and not self.breakers.any_open()
                          and not self.streaks.halted_all)
-            # Events finishing (a DLQ acknowledgement due) are not kept waiting on a poll.
-            finishing = any(w.stage is Stage.FINISH for w in self.work.values())
-            for record in self.intake.poll(accepting=accepting, max_records=free,
-                                           timeout_ms=10 if finishing else
-                                           200 if self.work else 500):
+            # Events finishing (a DLQ acknowledgement due) are not kept waiting on a poll,
+            # nor, for long, a runner's exit: the poll's wait is the time it goes unseen.
+            stages = {w.stage for w in self.work.values()}
+            for record in self.intake.poll(
+                    accepting=accepting, max_records=free,
+                    timeout_ms=10 if Stage.FINISH in stages else 50 if Stage.RUNNING in stages
+                    else 200 if self.work else 500):
                 self._take_in(record)
             self._advance_all(draining)
             # A breaker no held event needs has nobody to probe it: the next event will.
@@ -317,8 +319,10 @@ class Dispatcher:
             return self._contain(work, error)
         if work.stage is not stage and stage is not Stage.RUNNING:
             self.breakers.succeeded(_services(work, stage))  # a step went through: they answered
-        if (work.stage is Stage.FINISH and stage is not Stage.FINISH
-                and work.not_before <= time.monotonic()):
+        # A prepared event launches, and an ended one finishes, in the same turn.
+        if work.stage is not stage and work.not_before <= time.monotonic() and (
+                work.stage is Stage.FINISH or (stage, work.stage) == (Stage.PREPARE,
+                                                                      Stage.QUEUED)):
             self._advance(work)
 
     # -- the steps ----------------------------------------------------------------------
