@@ -71,11 +71,6 @@ _CONNECT_RETRIES = {"max_retries": 5, "initial_backoff": 100, "backoff_multiplie
                     "max_backoff": 5000}
 
 
-#: Session defaults on a local master: expressions interpreted, no whole-stage codegen.
-LOCAL_CODEGEN = {"spark.sql.codegen.wholeStage": "false",
-                 "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
-
-
 class SparkUnavailable(ConnectionError):
     """The Spark Connect server at :attr:`url` did not accept a connection in time.
 
@@ -148,12 +143,6 @@ class SparkSettings:
             # small table, for no parallelism beyond the machine's cores.
             conf["spark.databricks.delta.snapshotPartitions"] = str(
                 local_cores(self.master))
-            # Generated code is compiled per class loader, and each Connect session (and
-            # each classic runner's JVM) has its own: every import would compile the
-            # classes of its plans again, which on two cores is about a second per MERGE
-            # of a small table, many times the cost of interpreting its rows. An importer
-            # with much data to compute may set both back on its own session.
-            conf.update(LOCAL_CODEGEN)
         if self.jars:
             conf["spark.jars"] = ",".join(self.jars)
             drivers = [jar for jar in self.jars if is_jdbc_driver(jar)]

@@ -139,8 +139,6 @@ zone = {"chicago": "America/Chicago", "tokyo": "Asia/Tokyo"}[me]
 spark = spark_factory(SparkSettings.from_env())()
 spark.conf.set("spark.sql.session.timeZone", zone)
 spark.conf.set("csep.test.owner", me)
-if me == "tokyo":  # the server interprets by default; one session compiles again
-    spark.conf.set("spark.sql.codegen.wholeStage", "true")
 spark.createDataFrame([(me,)], "owner string").createOrReplaceTempView("shared_name")
 (rendezvous / me).touch()
 deadline = time.monotonic() + 120
@@ -160,7 +158,6 @@ while not (rendezvous / f"{other}.read").exists():
 print(json.dumps({
     "timezone": spark.conf.get("spark.sql.session.timeZone"),
     "owner": spark.conf.get("csep.test.owner"),
-    "codegen": spark.conf.get("spark.sql.codegen.wholeStage"),
     "view": [r.owner for r in spark.table("shared_name").collect()],
     "failed": failed,
     "session": spark.session_id}))
@@ -201,11 +198,9 @@ def test_parallel_clients_keep_their_own_confs_views_and_failures(connect_env, t
         seen[name] = last_json(out)
 
     assert seen["chicago"] == {"timezone": "America/Chicago", "owner": "chicago",
-                               "codegen": "false",
                                "view": ["chicago"], "failed": "AnalysisException",
                                "session": seen["chicago"]["session"]}
-    assert seen["tokyo"] == {"timezone": "Asia/Tokyo", "owner": "tokyo", "codegen": "true",
-                             "view": ["tokyo"],
+    assert seen["tokyo"] == {"timezone": "Asia/Tokyo", "owner": "tokyo", "view": ["tokyo"],
                              "failed": None, "session": seen["tokyo"]["session"]}
     assert seen["chicago"]["session"] != seen["tokyo"]["session"]
 

@@ -74,11 +74,3 @@ def test_delta_rebuilds_table_state_in_as_many_tasks_as_local_cores():
     assert "spark.databricks.delta.snapshotPartitions" not in SparkSettings(
         master="spark://master:7077").spark_conf()
 
-
-def test_a_local_master_interprets_instead_of_compiling_and_a_cluster_compiles():
-    local = SparkSettings(master="local[*]").spark_conf()
-    assert local["spark.sql.codegen.wholeStage"] == "false"
-    assert local["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
-    cluster = SparkSettings(master="spark://master:7077").spark_conf()
-    assert "spark.sql.codegen.wholeStage" not in cluster
-    assert "spark.sql.codegen.factoryMode" not in cluster
