@@ -73,4 +73,3 @@ def test_delta_rebuilds_table_state_in_as_many_tasks_as_local_cores():
         "spark.databricks.delta.snapshotPartitions"] == "3"
     assert "spark.databricks.delta.snapshotPartitions" not in SparkSettings(
         master="spark://master:7077").spark_conf()
-
