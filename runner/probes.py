@@ -10,11 +10,10 @@ the event's, and the attempt exits 69.
 
 from __future__ import annotations
 
-import socket
 import urllib.parse
 from collections.abc import Iterator
 
-from runner.spark import SparkSettings
+from runner.spark import SparkSettings, connection_error
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306,
                   "thrift": 9083, "sc": 15002}
@@ -37,9 +36,6 @@ def unreachable(settings: SparkSettings, timeout: float = 3.0) -> tuple[str, str
     for service, host, port in endpoints(settings):
         if not port:
             continue
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except OSError as error:
+        if error := connection_error(host, port, timeout):
             return service, f"{host}:{port}: {error.strerror or error}"
     return None

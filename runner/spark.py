@@ -274,19 +274,25 @@ def stop_session(session: SparkSession) -> None:
     session.stop()
 
 
+def connection_error(host: str, port: int, timeout: float) -> OSError | None:
+    """Why ``host:port`` accepts no TCP connection within ``timeout`` seconds; None when
+    it does."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return error
+    return None
+
+
 def _accepts_connections(host: str, port: int, timeout: float) -> bool:
     """True once ``host:port`` accepts a TCP connection, False if none within ``timeout``
     seconds."""
     deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            socket.create_connection((host, port), timeout=max(0.1, min(left, 2.0))).close()
-            return True
-        except OSError:
-            if time.monotonic() + 0.2 >= deadline:
-                return False
-            time.sleep(0.2)
+    while connection_error(host, port, max(0.1, min(deadline - time.monotonic(), 2.0))):
+        if time.monotonic() + 0.2 >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _is_connect_session(session: object) -> bool:

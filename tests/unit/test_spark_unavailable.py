@@ -35,3 +35,22 @@ def test_a_listening_port_is_accepted_at_once_and_a_closed_one_only_after_the_ti
     started = time.monotonic()
     assert not _accepts_connections("127.0.0.1", port, timeout=0.5)
     assert time.monotonic() - started >= 0.3
+
+
+def test_the_failure_probe_names_the_service_that_refuses_connections():
+    import socket
+
+    from runner.probes import unreachable
+
+    with socket.create_server(("127.0.0.1", 0)) as s3, socket.create_server(
+            ("127.0.0.1", 0)) as metastore:
+        settings = SparkSettings(
+            s3_endpoint_url=f"http://127.0.0.1:{s3.getsockname()[1]}",
+            metastore_url=f"jdbc:postgresql://127.0.0.1:{metastore.getsockname()[1]}/m")
+        assert unreachable(settings) is None
+        (closed,) = free_ports(1)
+        spark = SparkSettings(master=f"sc://127.0.0.1:{closed}", s3_endpoint_url=(
+            settings.s3_endpoint_url), metastore_url=settings.metastore_url)
+        service, reason = unreachable(spark)
+    assert service == "spark"
+    assert reason.startswith(f"127.0.0.1:{closed}: ")
