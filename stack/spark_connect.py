@@ -3,8 +3,10 @@
 A classic Spark session costs a cold JVM per runner (14-16 s here); a Connect client is a
 thin gRPC client (about 2 s), so with a warm server one runner per event stays cheap.
 
-The server is pyspark's own distribution (``spark-submit`` of ``SparkConnectServer``,
-whose jar ships in the pyspark wheel), configured with Delta, S3A and the metastore by
+The server is pyspark's own distribution: ``spark-submit`` of :mod:`stack.connect_driver`,
+a driver whose Spark session serves Spark Connect through the plug-in whose jar ships in
+the pyspark wheel (it says why it is not Spark's ``SparkConnectServer`` main class),
+configured with Delta, S3A and the metastore by
 :meth:`runner.spark.SparkSettings.spark_conf`, the same configuration a classic runner
 uses, so tables written through either are the same tables. With the Delta Connect
 plug-in jars (profile ``spark-connect`` of ``jvm/pom.xml``, compiled from Delta's sources
@@ -34,7 +36,7 @@ from runner.spark import SparkSettings
 from stack.process import ServerProcess, free_ports, port_open
 from stack.supervisor import Supervisor
 
-SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+DRIVER = Path(__file__).resolve().parent / "connect_driver.py"
 DELTA_PLUGINS = {
     "spark.connect.extensions.relation.classes":
         "org.apache.spark.sql.connect.delta.DeltaRelationPlugin",
@@ -43,8 +45,8 @@ DELTA_PLUGINS = {
 }
 
 #: The server's log (its stderr, in ``spark-connect.log``): warnings and errors, plus the
-#: server's start and its sessions. Spark's default, INFO for everything, is thousands of
-#: lines per import.
+#: driver's start line and the server's sessions. Spark's default, INFO for everything, is
+#: thousands of lines per import.
 LOGGING = """\
 rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = stderr
@@ -53,8 +55,6 @@ appender.stderr.name = stderr
 appender.stderr.target = SYSTEM_ERR
 appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = %d{yyyy-MM-dd HH:mm:ss.SSS} %p %c{1}: %m%n%ex
-logger.server.name = org.apache.spark.sql.connect.service.SparkConnectServer
-logger.server.level = info
 logger.sessions.name = org.apache.spark.sql.connect.service.SparkConnectSessionManager
 logger.sessions.level = info
 # Warnings repeated on every request that say nothing about it: Hive's conf lacks a key
@@ -132,11 +132,12 @@ class SparkConnectServer:
         # A caller's PYSPARK_SUBMIT_ARGS or SPARK_CONF_DIR would silently change the server.
         env.pop("PYSPARK_SUBMIT_ARGS", None)
         env["SPARK_CONF_DIR"] = str(self.data_dir)
+        # The driver, and any Python worker a session's UDF needs, run this interpreter.
+        env["PYSPARK_DRIVER_PYTHON"] = env["PYSPARK_PYTHON"] = sys.executable
         self._server = ServerProcess(
             "spark-connect",
-            [str(home / "bin" / "spark-submit"), "--class", SERVER_CLASS,
-             "--properties-file", str(properties), "--name", self.conf["spark.app.name"],
-             "spark-internal"],
+            [str(home / "bin" / "spark-submit"), "--properties-file", str(properties),
+             "--name", self.conf["spark.app.name"], str(DRIVER)],
             self.data_dir / "spark-connect.log", env=env, cwd=self.data_dir)
         self._server.wait_healthy(lambda: port_open(self.port, _probe_host(self.host)),
                                   timeout)

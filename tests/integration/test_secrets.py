@@ -114,7 +114,8 @@ def test_no_secret_on_a_command_line_during_a_spark_connect_import(
     env = {**runner_env, "CSEP_SPARK_MASTER": spark_connect.url}
     seen = _import_without_leaks(stack, store, _spec(s3, "secrets-connect"), env)
 
-    assert any("SparkConnectServer" in line for line in seen)
+    # The scan did see the server's JVM and its driver.
+    assert any("SparkSubmit" in line and "connect_driver.py" in line for line in seen)
 
 
 # -- the real dispatcher: what importers see, what leaves the processes -----------------------

@@ -8,8 +8,9 @@ the one this test needs. ``delta.tables.DeltaTable`` works for a Connect client 
 Delta's Connect plug-in, which the stack builds from Delta's sources.
 
 Runner-like clients on the one server keep their own session (confs, temporary views,
-failures), a client killed mid-query leaves the server serving, and a server killed with
-SIGKILL is started again on its port by the stack's supervisor.
+failures) and their own artifacts while sharing the server's generated code, a client
+killed mid-query leaves the server serving, and a server killed with SIGKILL is started
+again on its port by the stack's supervisor.
 """
 
 import json
@@ -181,6 +182,14 @@ print(json.dumps({"sum": spark.range(10).groupBy().sum("id").first()[0],
                   "view_leaked": spark.catalog.tableExists("killed_clients_view")}))
 """
 
+ARTIFACT_CONF = """
+import json
+from runner.spark import SparkSettings, spark_factory
+spark = spark_factory(SparkSettings.from_env())()
+print(json.dumps({key: spark.conf.get(f"spark.sql.artifact.isolation.{key}")
+                  for key in ("enabled", "alwaysApplyClassloader")}))
+"""
+
 
 def start_python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
@@ -203,6 +212,15 @@ def test_parallel_clients_keep_their_own_confs_views_and_failures(connect_env, t
     assert seen["tokyo"] == {"timezone": "Asia/Tokyo", "owner": "tokyo", "view": ["tokyo"],
                              "failed": None, "session": seen["tokyo"]["session"]}
     assert seen["chicago"]["session"] != seen["tokyo"]["session"]
+
+
+def test_sessions_keep_their_artifacts_apart_but_share_generated_code(connect_env):
+    # A session's own class loader applies once it adds artifacts (jars, classes); until
+    # then its queries run under the server's, whose cache of generated code every such
+    # session shares. Applied always, each new session compiled its MERGE's code again.
+    client = run_python(ARTIFACT_CONF, connect_env, timeout=120)
+    assert client.returncode == 0, client.stderr[-4000:]
+    assert last_json(client.stdout) == {"enabled": "true", "alwaysApplyClassloader": "false"}
 
 
 def test_a_client_killed_mid_query_leaves_the_server_serving(stack, spark_connect,

@@ -1,0 +1,59 @@
+"""The Spark Connect server's driver program, run by ``spark-submit`` (see
+:mod:`stack.spark_connect`).
+
+It starts a classic Spark session, then Spark Connect's gRPC service on it
+(``SparkConnectService.start``, which serves sessions made from that one: the port opens
+only once it exists), then waits until it is stopped. Spark's own ``SparkConnectServer``
+main class does the same, except that it also sets ``spark.sql.artifact.isolation.alwaysApplyClassloader``: every request
+then runs under a class loader of its session's own, and Spark's cache of generated code
+is keyed by class loader, so every new session compiled its queries' code again (about
+80 classes, a second or more, for an import's MERGE). Here a session's class loader is
+applied only once that session adds artifacts (jars or classes of its own), which is what
+the setting's default means; sessions that add none, as runners do, share the generated
+code. Artifacts stay isolated per session (``spark.sql.artifact.isolation.enabled``).
+
+Only pyspark and the standard library are imported: ``spark-submit`` runs this file by
+path, with the Python of :data:`stack.spark_connect.DRIVER_PYTHON`.
+"""
+
+import os
+import signal
+import sys
+import threading
+
+#: What this driver sets on the session every Connect session is created from.
+SESSION_CONF = {
+    "spark.sql.artifact.isolation.enabled": "true",
+    "spark.sql.artifact.isolation.alwaysApplyClassloader": "false",
+}
+#: How often the driver checks that the JVM that launched it still runs.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def main() -> int:
+    from pyspark.sql import SparkSession
+
+    parent = os.getppid()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    builder = SparkSession.builder
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.spark.sql.connect.service.SparkConnectService.start(
+        spark.sparkContext._jsc.sc())
+    print(f"Spark Connect serving on port "
+          f"{spark.conf.get('spark.connect.grpc.binding.port')}", file=sys.stderr, flush=True)
+    # Stopping is the JVM's: SIGTERM runs its shutdown hook, which stops Spark, and the
+    # JVM exits when this process does. A JVM that died (killed, out of memory) leaves
+    # this process to a new parent: end with it rather than linger.
+    while not stop.wait(PARENT_CHECK_SECONDS):
+        if os.getppid() != parent:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
