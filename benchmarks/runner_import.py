@@ -6,9 +6,12 @@ S3 for each round and times ``python -m runner SPEC --result NAME`` from start t
 own ``local[*]`` Spark instead. The first ``--warmup`` rounds are printed but not counted:
 a server just started runs its first MERGEs several times slower than a server that has
 been importing for a while (class loading, then the JIT), and a deployed server is the
-latter.
+latter. With ``--standby`` each runner is started as the dispatcher's subprocess launcher
+keeps one (``python -m runner --standby``), given ``--settle`` seconds to load, and timed
+from the hand-over of its arguments to its exit.
 
     python benchmarks/runner_import.py [--rounds 7] [--warmup 5] [--classic] [--importtime]
+                                       [--standby [--settle 3]]
 
 ``--importtime`` also prints the slowest imports of the last round (``-X importtime``).
 Prints the figures; asserts nothing.
@@ -17,6 +20,7 @@ Prints the figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -55,6 +59,20 @@ def run_once(spec_uri: str, env: dict[str, str], importtime: bool) -> tuple[floa
     return seconds, done.stderr
 
 
+def run_standby(spec_uri: str, env: dict[str, str], settle: float) -> tuple[float, str]:
+    runner = subprocess.Popen([sys.executable, "-m", "runner", "--standby"], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(settle)
+    started = time.monotonic()
+    _, stderr = runner.communicate(
+        json.dumps([spec_uri, "--result", "result-bench.yaml"]) + "\n", timeout=600)
+    seconds = time.monotonic() - started
+    if runner.returncode != 0:
+        raise RuntimeError(f"runner exited {runner.returncode}:\n{stderr[-4000:]}")
+    return seconds, stderr
+
+
 def slowest_imports(stderr: str, count: int = 15) -> list[tuple[int, str]]:
     """(cumulative microseconds, module) of the top-level imports of ``-X importtime``."""
     rows = []
@@ -72,20 +90,31 @@ def main() -> int:
     parser.add_argument("--classic", action="store_true")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--importtime", action="store_true")
+    parser.add_argument("--standby", action="store_true",
+                        help="time runners from the hand-over to a runner on standby")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds a runner on standby loads before its hand-over")
     args = parser.parse_args()
+
+    def run(spec_uri: str) -> tuple[float, str]:
+        if args.standby:
+            return run_standby(spec_uri, env, args.settle)
+        return run_once(spec_uri, env, False)
+
     with LocalStack(spark_connect=not args.classic) as stack:
         env = subprocess_env(stack.runner_env() if args.classic else stack.connect_runner_env())
         store = SpecStore(f"s3://{stack.lake_bucket}/specs", stack.s3.client())
         for _ in range(max(1, args.warmup)):
-            seconds, _ = run_once(put_sample_spec(stack, store), env, False)
+            seconds, _ = run(put_sample_spec(stack, store))
             print(f"  warm-up {seconds:.2f}s", flush=True)
         print(f"before: {load()}", flush=True)
         runs = []
         for _ in range(args.rounds):
-            seconds, stderr = run_once(put_sample_spec(stack, store), env, False)
+            seconds, _ = run(put_sample_spec(stack, store))
             runs.append(seconds)
             print(f"  runner {seconds:.2f}s", flush=True)
         kind = "classic local[*]" if args.classic else "connect sc://"
+        kind += ", from the hand-over to a runner on standby" if args.standby else ""
         print(f"runner process, sample CheckM2 import, {kind}: {summary(runs)}; {load()}")
         if args.importtime:
             _, stderr = run_once(put_sample_spec(stack, store), env, True)

@@ -37,7 +37,8 @@ def make_launcher(settings: LauncherSettings):
         from dispatcher.kubernetes import KubernetesLauncher
 
         return KubernetesLauncher(settings.kubernetes)
-    return SubprocessLauncher(pass_env=settings.subprocess.pass_env)
+    return SubprocessLauncher(pass_env=settings.subprocess.pass_env,
+                              standby=settings.subprocess.standby)
 
 
 def build(config: Config):

@@ -190,6 +190,9 @@ class KubernetesLauncher:
     def _timeout(self) -> float:
         return self.settings.request_timeout_seconds
 
+    def close(self) -> None:
+        """Nothing is held between launches."""
+
     def launch(self, request: LaunchRequest) -> KubernetesJobHandle:
         """Create the attempt's Job, or adopt it if a previous dispatcher created it.
 

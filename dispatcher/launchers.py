@@ -8,8 +8,10 @@ so it can keep consuming Kafka while runners work.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import json
 import logging
 import os
 import re
@@ -28,6 +30,10 @@ from common.process import die_with_parent
 from common.redaction import Redactor
 
 log = logging.getLogger(__name__)
+
+#: The runner's argument for a standby start (``runner.standby.STANDBY``; the dispatcher
+#: does not import the runner).
+STANDBY = "--standby"
 
 
 @attrs.frozen
@@ -78,6 +84,9 @@ class Launcher(Protocol):
     def launch(self, request: LaunchRequest) -> RunnerHandle:
         """Start a runner for ``request``; raise ``LaunchError`` if it cannot be started."""
 
+    def close(self) -> None:
+        """Release what the launcher holds between launches (not the runners launched)."""
+
 
 class LaunchError(RuntimeError):
     """The runner could not be started at all (no docker binary, API refused, ...)."""
@@ -99,7 +108,7 @@ class ProcessHandle:
                  timeout_seconds: float | None,
                  on_kill: Callable[[], None] | None = None,
                  on_exit: Callable[[RunnerExit], RunnerExit] | None = None,
-                 redact: Redactor | None = None) -> None:
+                 redact: Redactor | None = None, standby: bool = False) -> None:
         # The tail leaves the process (result file, DLQ record): no credential of the
         # environment the runner was given may be in it.
         self._redact = Redactor.from_env(env) if redact is None else redact
@@ -107,17 +116,36 @@ class ProcessHandle:
         self._output = tempfile.TemporaryFile()
         try:
             self._process = subprocess.Popen(
-                list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=self._output,
+                list(argv), env=dict(env),
+                stdin=subprocess.PIPE if standby else subprocess.DEVNULL, stdout=self._output,
                 stderr=subprocess.STDOUT, start_new_session=True,
                 # An orphaned runner would import an event the next dispatcher redoes.
                 preexec_fn=die_with_parent)
         except OSError as error:
             self._output.close()
             raise LaunchError(f"cannot start {argv[0]!r}: {error}") from error
-        self._deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+        self._deadline: float | None = None
+        self._set_deadline(None if standby else timeout_seconds)
         self._on_kill = on_kill
         self._timed_out = False
         self._exit: RunnerExit | None = None
+
+    def _set_deadline(self, timeout_seconds: float | None) -> None:
+        self._deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+
+    def hand_over(self, args: Sequence[str], timeout_seconds: float | None) -> bool:
+        """Give a runner started with ``standby`` its arguments (one JSON line on its
+        standard input, which is then closed) and start its timeout. False when it can no
+        longer take them: it has ended, or its input is closed."""
+        if self._process.poll() is not None or self._process.stdin is None:
+            return False
+        try:
+            self._process.stdin.write(json.dumps(list(args)).encode() + b"\n")
+            self._process.stdin.close()
+        except OSError:  # it ended meanwhile (a broken pipe)
+            return False
+        self._set_deadline(timeout_seconds)
+        return True
 
     def poll(self) -> RunnerExit | None:
         if self._exit is not None:
@@ -143,6 +171,18 @@ class ProcessHandle:
             os.killpg(self._process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def discard(self) -> RunnerExit:
+        """Kill the process if it still runs and wait for it: how it ended."""
+        if self._process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
+        if self._process.poll() is None:
+            self.kill()
+            self._process.wait()
+        ended = self.poll()
+        assert ended is not None
+        return ended
 
     def _tail(self) -> str:
         self._output.seek(0, os.SEEK_END)
@@ -189,14 +229,25 @@ class SubprocessLauncher:
     The child gets only the variables of this process's environment that ``pass_env``
     allows (name patterns, default :data:`RUNNER_ENV`): the S3 and metastore credentials
     the runner needs, not the CTS token the importer code has no business seeing.
+
+    With ``standby``, one runner is kept started ahead of the next attempt
+    (``python -m runner --standby``, :mod:`runner.standby`): it loads pyspark's client and
+    boto3 while no event waits, and an attempt hands it its arguments on its standard
+    input instead of starting a process. The first is started with the launcher, the next
+    at each hand-over. A standby runner that ended (it cannot have imported anything) is
+    replaced, and the attempt gets a process of its own as without standby. ``close()``
+    ends the one waiting.
     """
 
     def __init__(self, command: Sequence[str] = (sys.executable, "-m", "runner"),
                  environ: Mapping[str, str] | None = None,
-                 pass_env: Sequence[str] = RUNNER_ENV) -> None:
+                 pass_env: Sequence[str] = RUNNER_ENV, standby: bool = False) -> None:
         self.command = tuple(command)
         self.environ = environ
         self.pass_env = tuple(pass_env)
+        self.standby = standby
+        self._spare: ProcessHandle | None = None
+        self.start_spare()
 
     def environment(self) -> dict[str, str]:
         """The runner's environment."""
@@ -204,8 +255,41 @@ class SubprocessLauncher:
                                    self.pass_env)
 
     def launch(self, request: LaunchRequest) -> ProcessHandle:
-        return ProcessHandle([*self.command, *request.runner_args], self.environment(),
-                             request.timeout_seconds)
+        handle = self._take_spare(request)
+        if handle is None:
+            handle = ProcessHandle([*self.command, *request.runner_args], self.environment(),
+                                   request.timeout_seconds)
+        if self.standby:
+            self.start_spare()
+        return handle
+
+    def start_spare(self) -> None:
+        """Start the standby runner unless one is waiting (a no-op without ``standby``).
+        A failure to start one is logged: attempts then start their own process."""
+        if not self.standby or self._spare is not None:
+            return
+        try:
+            self._spare = ProcessHandle([*self.command, STANDBY], self.environment(), None,
+                                        standby=True)
+        except LaunchError as error:
+            log.warning("no standby runner: %s", error)
+
+    def close(self) -> None:
+        """End the standby runner, if one is waiting."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
+
+    def _take_spare(self, request: LaunchRequest) -> ProcessHandle | None:
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        if spare.hand_over(request.runner_args, request.timeout_seconds):
+            return spare
+        ended = spare.discard()
+        log.warning("the standby runner had ended (exit %s, signal %s): %s",
+                    ended.exit_code, ended.signal, ended.stderr_tail[-2000:])
+        return None
 
 
 #: ``docker run``/``docker start`` exit with 125 when the daemon fails them: no such
@@ -256,6 +340,9 @@ class DockerLauncher:
             argv += ["-e", name]
         argv += [*self.extra_args, self.image, *request.runner_args]
         return argv
+
+    def close(self) -> None:
+        """Nothing is held between launches."""
 
     def launch(self, request: LaunchRequest) -> ProcessHandle | EndedHandle:
         """Start the attempt's container, or follow the one already there.

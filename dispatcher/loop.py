@@ -632,6 +632,10 @@ class Dispatcher:
         except ServiceFailure as failure:
             log.warning("final commit failed: %s", failure)
         self.intake.close()
+        try:
+            self.launcher.close()
+        except Exception as error:  # what it held ends with this process anyway
+            log.warning("could not close the launcher: %s", error)
         log.info("dispatcher stopped", extra={"exit_status": self._exit_status,
                                                "unfinished": len(self.work)})
         return self._exit_status

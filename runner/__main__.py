@@ -1,7 +1,8 @@
 """``python -m runner SPEC``: run one import and exit with its code.
 
 SPEC is an ``s3://`` URI, a local file, or ``-`` for standard input (see
-:mod:`runner.locations` for where the result goes). Exit codes (contracts.md section 4):
+:mod:`runner.locations` for where the result goes). ``python -m runner --standby`` loads
+first and then reads its arguments from standard input (:mod:`runner.standby`). Exit codes (contracts.md section 4):
 0 done, 64 unusable spec, 65 bad data (do not retry), 70 the importer failed, 75 a
 temporary failure (retry), 69 a service it needs (S3, the metastore, Spark) is unreachable
 (retried without spending an attempt). A result that cannot be written makes the attempt
@@ -19,7 +20,7 @@ import sys
 from typing import NoReturn
 
 from common.faults import Fault, s3_fault
-from runner import logs
+from runner import logs, standby
 from runner.attempt import run_attempt
 from runner.locations import open_location
 from runner.logs import log
@@ -27,13 +28,29 @@ from contract.result import ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == [standby.STANDBY]:
+        standby.warm()
+        try:
+            argv = standby.arguments(sys.stdin)
+        except standby.BadArguments as error:
+            logs.configure(os.environ.get("CSEP_LOG_LEVEL", "INFO"))
+            log.error("unusable arguments on standard input: %s", error)
+            return ExitCode.BAD_SPEC
+        if argv is None:  # let go unused
+            return ExitCode.OK
     parser = argparse.ArgumentParser(prog="python -m runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="s3://bucket/.../spec.yaml, a file path, or -")
     parser.add_argument("--result", metavar="NAME", type=_result_name,
                         help="the result file's name beside the spec (the dispatcher "
                              "chooses it per attempt); default: a new time-ordered name")
+    parser.add_argument(standby.STANDBY, action="store_true",
+                        help="alone: load first, then read the arguments as one line of "
+                             "standard input, a JSON list")
     args = parser.parse_args(argv)
+    if args.standby:
+        parser.error(f"{standby.STANDBY} takes no other argument")
     logs.configure(os.environ.get("CSEP_LOG_LEVEL", "INFO"))
     logs.context.spec = args.spec
     try:

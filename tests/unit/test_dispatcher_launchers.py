@@ -114,6 +114,113 @@ def test_subprocess_output_tail_has_the_runners_credentials_redacted():
     assert "s3-secret-value" not in ended.stderr_tail
 
 
+
+# -- a runner on standby ------------------------------------------------------------------------
+
+#: A stand-in runner: on ``--standby`` it records its pid and "loads" for ``delay`` seconds,
+#: then takes its arguments from one line of standard input, as ``python -m runner`` does.
+STANDBY_RUNNER = """
+    import json, os, sys, time
+    log = {log!r}
+    args = sys.argv[1:]
+    if args == ["--standby"]:
+        open(log, "a").write(f"standby {{os.getpid()}}\\n")
+        time.sleep({delay})
+        line = sys.stdin.readline()
+        if not line:
+            sys.exit(0)
+        args = json.loads(line)
+    open(log, "a").write(f"run {{os.getpid()}} {{json.dumps(args)}}\\n")
+    print("ran with", args, file=sys.stderr)
+    sys.exit({code})
+"""
+
+
+def standby_launcher(tmp_path, delay=0.0, code=0, body=STANDBY_RUNNER):
+    log = tmp_path / "runners.log"
+    launcher = SubprocessLauncher(command=script(body.format(log=str(log), delay=delay,
+                                                             code=code)), standby=True)
+    return launcher, log
+
+
+def lines(log, timeout=20.0):
+    """The log's lines once each has been written whole."""
+    deadline = time.monotonic() + timeout
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return log.read_text().splitlines()
+
+
+def test_an_attempt_is_handed_to_the_runner_on_standby_and_a_new_one_waits(tmp_path):
+    launcher, log = standby_launcher(tmp_path, code=65)
+    try:
+        [started] = lines(log)
+        ended = wait(launcher.launch(attrs.evolve(REQUEST, result_name="result-a1.yaml")))
+        assert ended.exit_code == 65 and not ended.timed_out
+        assert "ran with ['s3://specs/j1/t1/spec.yaml', '--result', 'result-a1.yaml']" in (
+            ended.stderr_tail)
+        spare_pid = started.split()[1]
+        events = lines(log)
+        # The attempt ran in the process started before it; a new one was started for
+        # the next attempt.
+        assert events[:2] == [f"standby {spare_pid}",
+                              f'run {spare_pid} ["s3://specs/j1/t1/spec.yaml", '
+                              f'"--result", "result-a1.yaml"]']
+        deadline = time.monotonic() + 20
+        while len(lines(log)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lines(log)[2].startswith("standby ") and lines(log)[2] != events[0]
+    finally:
+        launcher.close()
+
+
+def test_an_attempts_timeout_starts_when_it_is_handed_over(tmp_path):
+    launcher, log = standby_launcher(tmp_path)
+    try:
+        lines(log)
+        time.sleep(1.5)  # longer on standby than the attempt's timeout
+        ended = wait(launcher.launch(attrs.evolve(REQUEST, timeout_seconds=1.0)))
+        assert ended.exit_code == 0 and not ended.timed_out
+    finally:
+        launcher.close()
+
+
+def test_a_standby_runner_that_ended_is_replaced_and_the_attempt_starts_its_own(tmp_path):
+    dead = STANDBY_RUNNER.replace('if args == ["--standby"]:',
+                                  'if args == ["--standby"]:\n        sys.exit(3)')
+    launcher, log = standby_launcher(tmp_path, code=0, body=dead)
+    try:
+        time.sleep(0.5)  # the standby runner has ended
+        ended = wait(launcher.launch(REQUEST))
+        assert ended.exit_code == 0
+        runs = [line.split(" ", 2) for line in lines(log) if line.startswith("run ")]
+        standby = {line.split()[1] for line in lines(log) if line.startswith("standby ")}
+        assert [args for _, _, args in runs] == ['["s3://specs/j1/t1/spec.yaml"]']
+        assert runs[0][1] not in standby
+    finally:
+        launcher.close()
+
+
+def test_closing_the_launcher_ends_the_runner_on_standby(tmp_path):
+    launcher, log = standby_launcher(tmp_path, delay=60)
+    [started] = lines(log)
+    pid = int(started.split()[1])
+    assert alive(pid)
+    launcher.close()
+    assert not alive(pid)
+    assert [line for line in lines(log) if line.startswith("run ")] == []
+
+
+def test_without_standby_no_runner_is_started_ahead(tmp_path):
+    log = tmp_path / "runners.log"
+    launcher = SubprocessLauncher(command=script(STANDBY_RUNNER.format(
+        log=str(log), delay=0, code=0)))
+    time.sleep(0.3)
+    assert not log.exists()
+    assert wait(launcher.launch(REQUEST)).exit_code == 0
+    assert [line.split()[0] for line in lines(log)] == ["run"]
+
+
 # -- Docker, through a stand-in client --------------------------------------------------------
 
 FAKE_DOCKER = """\
