@@ -1,7 +1,8 @@
 """A Spark Connect server: one warm Spark driver that runners reach at an ``sc://`` URL.
 
 A classic Spark session costs a cold JVM per runner (14-16 s here); a Connect client is a
-thin gRPC client (about 2 s), so with a warm server one runner per event stays cheap.
+thin gRPC client (its session starts in well under a second), so with a warm server one
+runner per event stays cheap.
 
 The server is pyspark's own distribution: ``spark-submit`` of :mod:`stack.connect_driver`,
 a driver whose Spark session serves Spark Connect through the plug-in whose jar ships in
