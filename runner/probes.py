@@ -13,7 +13,8 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterator
 
-from runner.spark import SparkSettings, connection_error
+from common.net import connection_error
+from runner.spark import SparkSettings
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306,
                   "thrift": 9083, "sc": 15002}

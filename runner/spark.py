@@ -41,7 +41,6 @@ import contextlib
 import importlib
 import os
 import re
-import socket
 import threading
 import time
 import zipfile
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
+
+from common.net import connection_error
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -272,16 +273,6 @@ def stop_session(session: SparkSession) -> None:
 
         ExecutePlanResponseReattachableIterator.shutdown()
     session.stop()
-
-
-def connection_error(host: str, port: int, timeout: float) -> OSError | None:
-    """Why ``host:port`` accepts no TCP connection within ``timeout`` seconds; None when
-    it does."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as error:
-        return error
-    return None
 
 
 def _accepts_connections(host: str, port: int, timeout: float) -> bool:

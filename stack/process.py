@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from common.net import connection_error
 from common.process import die_with_parent
 
 
@@ -108,6 +109,4 @@ class ServerProcess:
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts TCP connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+    return connection_error(host, port, timeout=0.5) is None
