@@ -181,7 +181,7 @@ class ProcessHandle:
             self.kill()
             self._process.wait()
         ended = self.poll()
-        assert ended is not None
+        assert ended is not None  # the process has been waited for
         return ended
 
     def _tail(self) -> str:
@@ -259,8 +259,7 @@ class SubprocessLauncher:
         if handle is None:
             handle = ProcessHandle([*self.command, *request.runner_args], self.environment(),
                                    request.timeout_seconds)
-        if self.standby:
-            self.start_spare()
+        self.start_spare()
         return handle
 
     def start_spare(self) -> None:

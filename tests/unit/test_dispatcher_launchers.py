@@ -114,7 +114,6 @@ def test_subprocess_output_tail_has_the_runners_credentials_redacted():
     assert "s3-secret-value" not in ended.stderr_tail
 
 
-
 # -- a runner on standby ------------------------------------------------------------------------
 
 #: A stand-in runner: on ``--standby`` it records its pid and "loads" for ``delay`` seconds,
@@ -143,12 +142,14 @@ def standby_launcher(tmp_path, delay=0.0, code=0, body=STANDBY_RUNNER):
     return launcher, log
 
 
-def lines(log, timeout=20.0):
-    """The log's lines once each has been written whole."""
+def lines(log, count=1, timeout=20.0):
+    """The log's lines, once there are at least ``count`` (each is one write)."""
     deadline = time.monotonic() + timeout
-    while not log.exists() and time.monotonic() < deadline:
+    while True:
+        found = log.read_text().splitlines() if log.exists() else []
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
         time.sleep(0.05)
-    return log.read_text().splitlines()
 
 
 def test_an_attempt_is_handed_to_the_runner_on_standby_and_a_new_one_waits(tmp_path):
@@ -160,16 +161,13 @@ def test_an_attempt_is_handed_to_the_runner_on_standby_and_a_new_one_waits(tmp_p
         assert "ran with ['s3://specs/j1/t1/spec.yaml', '--result', 'result-a1.yaml']" in (
             ended.stderr_tail)
         spare_pid = started.split()[1]
-        events = lines(log)
         # The attempt ran in the process started before it; a new one was started for
         # the next attempt.
-        assert events[:2] == [f"standby {spare_pid}",
-                              f'run {spare_pid} ["s3://specs/j1/t1/spec.yaml", '
-                              f'"--result", "result-a1.yaml"]']
-        deadline = time.monotonic() + 20
-        while len(lines(log)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert lines(log)[2].startswith("standby ") and lines(log)[2] != events[0]
+        first, ran, second = lines(log, count=3)
+        assert (first, ran) == (f"standby {spare_pid}",
+                                f'run {spare_pid} ["s3://specs/j1/t1/spec.yaml", '
+                                f'"--result", "result-a1.yaml"]')
+        assert second.startswith("standby ") and second != first
     finally:
         launcher.close()
 

@@ -13,9 +13,9 @@ from runner.standby import BadArguments, arguments
 from contract.result import ExitCode
 
 
-def standby(stdin: str, *extra: str) -> subprocess.CompletedProcess:
+def standby(stdin: str) -> subprocess.CompletedProcess:
     # No Spark master, no S3 endpoint: loading needs neither, and the arguments decide.
-    return subprocess.run([sys.executable, "-m", "runner", "--standby", *extra], input=stdin,
+    return subprocess.run([sys.executable, "-m", "runner", "--standby"], input=stdin,
                           capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "CSEP_LOG_LEVEL": "INFO"})
 
