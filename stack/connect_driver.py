@@ -4,16 +4,17 @@
 It starts a classic Spark session, then Spark Connect's gRPC service on it
 (``SparkConnectService.start``, which serves sessions made from that one: the port opens
 only once it exists), then waits until it is stopped. Spark's own ``SparkConnectServer``
-main class does the same, except that it also sets ``spark.sql.artifact.isolation.alwaysApplyClassloader``: every request
-then runs under a class loader of its session's own, and Spark's cache of generated code
-is keyed by class loader, so every new session compiled its queries' code again (about
-80 classes, a second or more, for an import's MERGE). Here a session's class loader is
-applied only once that session adds artifacts (jars or classes of its own), which is what
-the setting's default means; sessions that add none, as runners do, share the generated
-code. Artifacts stay isolated per session (``spark.sql.artifact.isolation.enabled``).
+main class does the same, except that it also sets
+``spark.sql.artifact.isolation.alwaysApplyClassloader``: every request then runs under a
+class loader of its session's own, and Spark's cache of generated code is keyed by class
+loader, so no class compiled for one session served another (84 classes per sample
+import; 67 when shared, the rest being new to each import). Here a session's class loader is applied only once that
+session adds artifacts (jars or classes of its own), which is what the setting's default
+means; sessions that add none, as runners do, share the generated code. Artifacts stay
+isolated per session (``spark.sql.artifact.isolation.enabled``).
 
 Only pyspark and the standard library are imported: ``spark-submit`` runs this file by
-path, with the Python of :data:`stack.spark_connect.DRIVER_PYTHON`.
+path, with the interpreter that started the server (``PYSPARK_DRIVER_PYTHON``).
 """
 
 import os

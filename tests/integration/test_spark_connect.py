@@ -8,13 +8,14 @@ the one this test needs. ``delta.tables.DeltaTable`` works for a Connect client 
 Delta's Connect plug-in, which the stack builds from Delta's sources.
 
 Runner-like clients on the one server keep their own session (confs, temporary views,
-failures) and their own artifacts while sharing the server's generated code, a client
-killed mid-query leaves the server serving, and a server killed with SIGKILL is started
+failures) while a new session reuses the code another one compiled, a client killed
+mid-query leaves the server serving, and a server killed with SIGKILL is started
 again on its port by the stack's supervisor.
 """
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -182,12 +183,12 @@ print(json.dumps({"sum": spark.range(10).groupBy().sum("id").first()[0],
                   "view_leaked": spark.catalog.tableExists("killed_clients_view")}))
 """
 
-ARTIFACT_CONF = """
-import json
+ONE_QUERY = """
+import json, sys
 from runner.spark import SparkSettings, spark_factory
 spark = spark_factory(SparkSettings.from_env())()
-print(json.dumps({key: spark.conf.get(f"spark.sql.artifact.isolation.{key}")
-                  for key in ("enabled", "alwaysApplyClassloader")}))
+k = int(sys.argv[1])
+print(json.dumps({"sum": spark.range(100).selectExpr(f"sum(id * {k} + {k + 1})").first()[0]}))
 """
 
 
@@ -214,13 +215,28 @@ def test_parallel_clients_keep_their_own_confs_views_and_failures(connect_env, t
     assert seen["chicago"]["session"] != seen["tokyo"]["session"]
 
 
-def test_sessions_keep_their_artifacts_apart_but_share_generated_code(connect_env):
+def test_a_new_session_reuses_the_code_another_session_compiled(spark_connect, connect_env):
     # A session's own class loader applies once it adds artifacts (jars, classes); until
     # then its queries run under the server's, whose cache of generated code every such
     # session shares. Applied always, each new session compiled its MERGE's code again.
-    client = run_python(ARTIFACT_CONF, connect_env, timeout=120)
-    assert client.returncode == 0, client.stderr[-4000:]
-    assert last_json(client.stdout) == {"enabled": "true", "alwaysApplyClassloader": "false"}
+    log = spark_connect.data_dir / "spark-connect.log"
+
+    def compiled() -> int:
+        return log.read_text(errors="replace").count("Code generated in")
+
+    k = random.randrange(10**6, 10**9)  # its literals make code this server never compiled
+    counts = []
+    for _ in range(2):  # two processes, two sessions, the same query
+        before = compiled()
+        client = start_python(ONE_QUERY, str(k), env=connect_env)
+        out, err = client.communicate(timeout=120)
+        assert client.returncode == 0, err[-4000:]
+        assert last_json(out) == {"sum": sum(i * k + k + 1 for i in range(100))}
+        counts.append(compiled() - before)
+
+    # Some classes of a query are compiled on every run, in any session (2 of this one's
+    # 4 here); those its literals make new are compiled once, by the first session only.
+    assert counts[1] < counts[0], counts
 
 
 def test_a_client_killed_mid_query_leaves_the_server_serving(stack, spark_connect,
