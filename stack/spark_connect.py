@@ -45,9 +45,17 @@ DELTA_PLUGINS = {
         "org.apache.spark.sql.connect.delta.DeltaCommandPlugin",
 }
 
+#: Spark keeps the classes it compiles for queries in a cache of this many (a static
+#: setting, 100 by default). A sample import uses about 65, and Delta's checkpoint every
+#: tenth commit more: with 100, imports one after another evicted each other's classes
+#: and some compiled 7 to 19 again (about 10 ms each); with 1000, 2 or 3. Several
+#: importers' tables and schemas need room for more.
+CODEGEN_CACHE_ENTRIES = "spark.sql.codegen.cache.maxEntries"
+CODEGEN_CACHE_SIZE = 1000
+
 #: The server's log (its stderr, in ``spark-connect.log``): warnings and errors, plus the
-#: driver's start line, the server's sessions and the classes it compiles. Spark's default, INFO for everything, is
-#: thousands of lines per import.
+#: driver's start line, the server's sessions and the classes it compiles. Spark's
+#: default, INFO for everything, is thousands of lines per import.
 LOGGING = """\
 rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = stderr
@@ -58,8 +66,8 @@ appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = %d{yyyy-MM-dd HH:mm:ss.SSS} %p %c{1}: %m%n%ex
 logger.sessions.name = org.apache.spark.sql.connect.service.SparkConnectSessionManager
 logger.sessions.level = info
-# Each class compiled for a query ("Code generated in ... ms"): about 67 per sample import
-# on a warm server, 84 when sessions do not share generated code.
+# Each class compiled for a query ("Code generated in ... ms"): 2 or 3 per sample import
+# on a warm server, where sessions share generated code (see connect_driver.py).
 logger.codegen.name = org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator
 logger.codegen.level = info
 # Warnings repeated on every request that say nothing about it: Hive's conf lacks a key
@@ -91,6 +99,7 @@ def server_conf(settings: SparkSettings, host: str, port: int,
     conf["spark.master"] = settings.master
     conf["spark.connect.grpc.binding.address"] = host
     conf["spark.connect.grpc.binding.port"] = str(port)
+    conf[CODEGEN_CACHE_ENTRIES] = str(CODEGEN_CACHE_SIZE)
     if delta_connect_jars:
         conf.update(DELTA_PLUGINS)
     return conf
