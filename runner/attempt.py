@@ -10,6 +10,7 @@ only when the importer asks for it, so a refused spec costs no JVM.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -44,8 +45,9 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     settings = SparkSettings.from_env(environ)
     preload(settings)
     spark_failures: list[BaseException] = []
+    s3 = functools.cache(lambda: s3_client(environ))  # made on first use, then shared
     spark = MarkedSpark(_guarded(spark_factory(settings), spark_failures),
-                        marker=f"csep-attempt:{uuid.uuid4()}")
+                        marker=f"csep-attempt:{uuid.uuid4()}", s3=s3)
     spec: JobSpec | None = None
     status, exit_code, error = Status.SUCCEEDED, ExitCode.OK, None
     in_importer = False
@@ -57,12 +59,12 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         if spec.job.object is None:
             log.info("spec read: image %s, importer %s", spec.job.image,
                      spec.importer.py_module)
-            verify_outputs(s3_client(environ), spec.job.outputs)
+            verify_outputs(s3(), spec.job.outputs)
             log.info("%d output checksum(s) verified", len(spec.job.outputs))
         else:
             log.info("spec read: object s3://%s, importer %s", spec.job.object.file,
                      spec.importer.py_module)
-            checksum = verify_object(s3_client(environ), spec.job.object,
+            checksum = verify_object(s3(), spec.job.object,
                                      spec.job.outputs[0].crc64nvme)
             log.info("the object is unchanged since the event (size, eTag, %s CRC64NVME)",
                      checksum)
