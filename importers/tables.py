@@ -25,13 +25,15 @@ from runner.errors import BadDataError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
+    from pyspark.sql.types import StructField, StructType
 
 Mode = Literal["upsert", "insert"]
 #: The guard column: the completion time of the CTS job that last wrote the row.
 COMPLETION_TIME_COLUMN = "cse_completion_time"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Spark's error conditions for a table, or its database, that does not exist.
+_NOT_FOUND = frozenset({"TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND"})
 
 
 def table_name(job_info: Mapping[str, Any], database: str, table: str) -> str:
@@ -109,8 +111,13 @@ def merge(spark: SparkSession, source: DataFrame, name: str, keys: Sequence[str]
         source = source.withColumn(COMPLETION_TIME_COLUMN,
                                    F.expr(f"timestamp_micros({micros})"))
     _check_keys(source, keys, name)
-    ensure_table(spark, name, source.schema)
-    _check_guard_column(spark, name, guard)
+    # Most merges go to a table that exists: its schema is one request, where the
+    # CREATE ... IF NOT EXISTS statements are two.
+    fields = table_fields(spark, name)
+    if fields is None:
+        ensure_table(spark, name, source.schema)
+        fields = table_fields(spark, name)
+    _check_guard_column(spark, name, fields or {}, guard)
     view = f"csep_source_{uuid.uuid4().hex}"
     source.createOrReplaceTempView(view)
     try:
@@ -139,10 +146,23 @@ def merge_statement(name: str, view: str, keys: Sequence[str], columns: Sequence
     return statement
 
 
-def _check_guard_column(spark: SparkSession, name: str, guard: bool) -> None:
+def table_fields(spark: SparkSession, name: str) -> dict[str, StructField] | None:
+    """The columns of table ``name`` by name; None when there is no such table (or
+    database)."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return {f.name: f for f in spark.table(quote(name)).schema.fields}
+    except AnalysisException as error:
+        if error.getCondition() in _NOT_FOUND:
+            return None
+        raise
+
+
+def _check_guard_column(spark: SparkSession, name: str, fields: Mapping[str, StructField],
+                        guard: bool) -> None:
     from pyspark.sql.types import TimestampType
 
-    fields = {f.name: f for f in spark.table(quote(name)).schema.fields}
     column = fields.get(COMPLETION_TIME_COLUMN)
     if column is None and guard:
         _add_guard_column(spark, name)
