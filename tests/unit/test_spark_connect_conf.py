@@ -24,7 +24,12 @@ def test_server_conf_extends_the_runner_conf():
     assert conf["spark.master"] == "local[*]"
     assert conf["spark.connect.grpc.binding.address"] == "0.0.0.0"
     assert conf["spark.connect.grpc.binding.port"] == "15002"
+    assert conf["spark.driver.memory"] == "4g"
     assert not set(DELTA_PLUGINS) & set(conf)
+
+
+def test_the_servers_heap_is_a_setting():
+    assert server_conf(SETTINGS, "127.0.0.1", 4000, memory="12g")["spark.driver.memory"] == "12g"
 
 
 def test_delta_plugins_come_with_their_jars():
