@@ -5,7 +5,8 @@ It starts a classic Spark session, then Spark Connect's gRPC service on it
 (``SparkConnectService.start``, which serves sessions made from that one: the port opens
 only once it exists), then waits until it is stopped.
 
-Every Connect session shares the server's class loaders, on the driver and in the
+Every Connect session shares the server's class loaders (settings of
+:func:`stack.spark_connect.server_conf`), on the driver and in the
 executors, so code Spark compiles for one session's query serves every later session
 (its cache of generated classes is keyed by class loader as well as by code):
 
@@ -28,11 +29,6 @@ import signal
 import sys
 import threading
 
-#: What this driver sets on the session every Connect session is created from.
-SESSION_CONF = {
-    "spark.sql.artifact.isolation.enabled": "false",
-    "spark.sql.artifact.isolation.alwaysApplyClassloader": "false",
-}
 #: How often the driver checks that the JVM that launched it still runs.
 PARENT_CHECK_SECONDS = 1.0
 
@@ -44,10 +40,9 @@ def main() -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    builder = SparkSession.builder
-    for key, value in SESSION_CONF.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    # Its settings, the shared class loaders included, come from spark-submit's
+    # properties file (stack.spark_connect.server_conf).
+    spark = SparkSession.builder.getOrCreate()
     jvm = spark.sparkContext._jvm
     jvm.org.apache.spark.sql.connect.service.SparkConnectService.start(
         spark.sparkContext._jsc.sc())

@@ -56,6 +56,12 @@ CODEGEN_CACHE_SIZE = 1000
 #: a warm server spent about 0.15 s of every sample import collecting garbage (young and
 #: concurrent cycles), and its first imports were slower still; with 4g, a third of that.
 DEFAULT_MEMORY = "4g"
+#: Every Connect session on the server's own class loaders, so that code compiled for
+#: one session serves the next (see stack/connect_driver.py).
+SHARED_CLASS_LOADERS = {
+    "spark.sql.artifact.isolation.enabled": "false",
+    "spark.sql.artifact.isolation.alwaysApplyClassloader": "false",
+}
 
 #: The server's log (its stderr, in ``spark-connect.log``): warnings and errors, plus the
 #: driver's start line, the server's sessions and the classes it compiles. Spark's
@@ -106,6 +112,7 @@ def server_conf(settings: SparkSettings, host: str, port: int,
     conf["spark.connect.grpc.binding.address"] = host
     conf["spark.connect.grpc.binding.port"] = str(port)
     conf[CODEGEN_CACHE_ENTRIES] = str(CODEGEN_CACHE_SIZE)
+    conf.update(SHARED_CLASS_LOADERS)
     conf["spark.driver.memory"] = memory
     if delta_connect_jars:
         conf.update(DELTA_PLUGINS)

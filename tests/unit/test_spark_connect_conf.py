@@ -25,6 +25,7 @@ def test_server_conf_extends_the_runner_conf():
     assert conf["spark.connect.grpc.binding.address"] == "0.0.0.0"
     assert conf["spark.connect.grpc.binding.port"] == "15002"
     assert conf["spark.driver.memory"] == "4g"
+    assert conf["spark.sql.artifact.isolation.enabled"] == "false"
     assert not set(DELTA_PLUGINS) & set(conf)
 
 
