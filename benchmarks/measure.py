@@ -118,9 +118,11 @@ class Lane:
 
     # -- events ---------------------------------------------------------------------------
 
-    def sample_job(self) -> dict:
-        """A new CheckM2 job of the sample: its report uploaded, the CTS double told."""
-        return samples.checkm2_job(self.stack, job_id=f"{self.name}-{uuid.uuid4().hex[:8]}")
+    def sample_job(self, user: str = samples.CHECKM2.doc["user"]) -> dict:
+        """A new CheckM2 job of the sample by ``user``: its report uploaded, the CTS
+        double told."""
+        return samples.checkm2_job(self.stack, job_id=f"{self.name}-{uuid.uuid4().hex[:8]}",
+                                   user=user)
 
     def test_job(self, behaviour: str, job_id: str) -> dict:
         """A completed job of the test importer ``behaviour``, without outputs."""

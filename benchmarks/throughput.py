@@ -1,12 +1,14 @@
 """Throughput of the warm path: CheckM2 imports completed per minute with ``max_in_flight``
 1, 2 and 4, one dispatcher whose runners are Spark Connect clients of the stack's server.
 
-    python benchmarks/throughput.py [--events 12] [--in-flight 1 2 4]
+    python benchmarks/throughput.py [--events 12] [--in-flight 1 2 4] [--tables 1 4]
 
 For each setting a new lane (topic of 4 partitions, group, dispatcher) gets ``--events``
-completion events at once; the time is from the first publish to the last commit. One
-event imported first warms the server and the table. Prints imports per minute and the
-dispatcher's peak RSS; asserts nothing.
+completion events at once; the time is from the first publish to the last commit. The
+jobs belong to ``--tables`` users in turn, so they MERGE into that many tables (a user's
+namespace has its own): with one table, runners in flight together conflict and all but
+one run their MERGE again. Events imported first warm the server and the tables. Prints
+imports per minute and the dispatcher's peak RSS; asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from stack import samples  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
 
 
-def imports_per_minute(stack: LocalStack, events: int, in_flight: int) -> tuple[float, float]:
+def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
+                       tables: int) -> tuple[float, float]:
     with Lane(stack, partitions=4) as lane:
         dispatcher = lane.dispatcher(env=stack.connect_runner_env(), max_in_flight=in_flight)
-        docs = [lane.sample_job() for _ in range(events)]
+        docs = [lane.sample_job(user=user(n % tables)) for n in range(events)]
         started = time.monotonic()
         sent = [lane.publish(samples.completion_event(doc), partition=n % 4)
                 for n, doc in enumerate(docs)]
@@ -39,18 +42,26 @@ def imports_per_minute(stack: LocalStack, events: int, in_flight: int) -> tuple[
         return events / seconds * 60, peak_rss_mb(dispatcher.process.pid)
 
 
+def user(n: int) -> str:
+    return f"benchuser{n}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=12)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--tables", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
     with LocalStack(spark_connect=True) as stack:
-        imports_per_minute(stack, 1, 1)
-        for in_flight in args.in_flight:
-            rate, rss = imports_per_minute(stack, args.events, in_flight)
-            print(f"max_in_flight {in_flight}: {rate:.1f} imports/min ({args.events} imports), "
-                  f"dispatcher peak RSS {rss:.0f} MB; {load()}", flush=True)
+        most = max(args.tables)
+        imports_per_minute(stack, most, 1, most)
+        for tables in args.tables:
+            for in_flight in args.in_flight:
+                rate, rss = imports_per_minute(stack, args.events, in_flight, tables)
+                print(f"{tables} table(s), max_in_flight {in_flight}: {rate:.1f} imports/min "
+                      f"({args.events} imports), dispatcher peak RSS {rss:.0f} MB; {load()}",
+                      flush=True)
     return 0
 
 

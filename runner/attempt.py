@@ -10,6 +10,7 @@ only when the importer asks for it, so a refused spec costs no JVM.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib
 import os
@@ -25,6 +26,7 @@ from registry import Registry, RegistryError
 from runner import logs
 from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
+from runner.conflicts import run_until_committed
 from common.faults import one_line
 from runner import probes
 from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavailable
@@ -71,8 +73,11 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         module = importlib.import_module(spec.importer.py_module)
         # The runner's stdout is reserved for the result (SPEC "-").
         in_importer = True
+        job = spec.job
         with contextlib.redirect_stdout(sys.stderr):
-            module.run_import(spark.get_spark, spec.job.for_importer(), meta)
+            # Each run gets its own copies: a conflict runs the importer again.
+            run_until_committed(lambda: module.run_import(
+                spark.get_spark, job.for_importer(), copy.deepcopy(meta)))
     except RunnerError as caught:
         status, exit_code, error = caught.status, caught.exit_code, caught
     except Exception as caught:  # an importer's bug or a failure it did not classify

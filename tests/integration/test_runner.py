@@ -270,6 +270,40 @@ def test_the_seed_001_importer_merges_through_a_spark_connect_runner(stack, spar
     assert delta_rows(stack, database, "read_counts", "sample") == expected
 
 
+def test_runners_merging_into_one_table_at_once_all_commit(stack, spark_connect, store, env):
+    """Three runners start together, each MERGEing one row into the same table while
+    holding its transaction open for 3 s (a source computed by ``Thread.sleep``). Delta
+    lets one commit and fails the others with a write conflict; each of those runs its
+    importer again and commits. All three succeed, with one MERGE each."""
+    connect_env = {**env, "CSEP_SPARK_MASTER": spark_connect.url}
+    specs = [make_spec(f"job-conflict-{n}", "example.org/csep-tests/slow-merge", "slow_merge",
+                       "csep_test_slow_merge", [], {"hold_seconds": 3}) for n in range(3)]
+    warm = run_spec(store, make_spec("job-conflict-warm", "example.org/csep-tests/slow-merge",
+                                     "slow_merge", "csep_test_slow_merge", [],
+                                     {"hold_seconds": 3}), connect_env, 0)
+    assert [c.operation for c in warm.delta_commits][-1] == "MERGE"
+
+    uris = [store.put_spec(spec) for spec in specs]
+    runners = [subprocess.Popen([sys.executable, "-m", "runner", uri], env=connect_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for uri in uris]
+    outcomes = [(runner.wait(timeout=300), runner.stderr.read()) for runner in runners]
+    for runner in runners:
+        runner.stdout.close()
+        runner.stderr.close()
+
+    assert [code for code, _ in outcomes] == [0, 0, 0], [err[-3000:] for _, err in outcomes]
+    reran = [err for _, err in outcomes if "Delta write conflict in run 1" in err]
+    assert len(reran) >= 1, [err[-3000:] for _, err in outcomes]
+    for uri in uris:
+        result = store.results(uri)[-1]
+        assert result.status == results.Status.SUCCEEDED
+        assert [c.operation for c in result.delta_commits] == ["MERGE"]
+    rows = delta_rows(stack, f"{namespace_prefix(USER)}conflicts", "rows", "cts_job_id")
+    assert [r["cts_job_id"] for r in rows] == [
+        "job-conflict-0", "job-conflict-1", "job-conflict-2", "job-conflict-warm"]
+
+
 def test_the_declarative_importer_loads_typed_columns(stack, s3, store, env):
     stats = upload(s3, "cts-out", "job-seqkit/assembly.stats.tsv", SEQKIT_STATS)
     meta = _example_meta()

@@ -1,0 +1,96 @@
+"""Delta transaction conflicts: another writer committed to the table first.
+
+Delta commits optimistically: a MERGE reads the table, writes its files, and then checks
+that no commit since its read touched what it read. When one did (another runner MERGEd
+into the same table meanwhile) the MERGE fails with a ``Concurrent*Exception`` and
+commits nothing. Nothing is wrong with the data or the importer; the same import run
+again on the new version of the table succeeds. Importers are idempotent (a replayed
+event leaves the tables unchanged), so the runner runs the importer again itself, after
+a short random pause, rather than failing the attempt and waiting for the dispatcher's
+back-off and a new runner. A conflict that persists is a temporary failure (exit 75).
+
+Over Spark Connect these errors reach Python as ``UnknownException`` carrying the Java
+class and Delta's error condition in their text; through a classic session, as a
+converted exception or a ``Py4JJavaError`` with the same text. Importing this module does
+not import pyspark.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import tenacity
+
+from common.faults import one_line
+from runner.errors import TemporaryFailure
+from runner.logs import log
+
+T = TypeVar("T")
+
+#: Delta's error conditions for a commit that lost a race (io.delta.exceptions.*).
+_CONDITION = re.compile(
+    r"\bDELTA_(?:CONCURRENT_[A-Z_]+|METADATA_CHANGED|PROTOCOL_CHANGED)\b")
+_JAVA_CLASS = re.compile(
+    r"\bio\.delta\.exceptions\.(?:Concurrent\w+|MetadataChanged|ProtocolChanged)Exception\b")
+
+#: Runs of the importer, the first included, before a conflict is a temporary failure.
+RUNS = 6
+#: The pause after run n is random in [0, min(MAX_PAUSE, PAUSE * 2**(n-1))) seconds, so
+#: that runners which lost to the same commit do not all start again at once.
+PAUSE = 0.25
+MAX_PAUSE = 4.0
+
+
+def is_write_conflict(error: BaseException) -> bool:
+    """Whether ``error``, or an exception it was raised from, is a Delta commit that lost
+    to a concurrent writer."""
+    return any(_CONDITION.search(text) or _JAVA_CLASS.search(text)
+               for text in map(_text, _chain(error)))
+
+
+def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = PAUSE,
+                        max_pause: float = MAX_PAUSE) -> T:
+    """``run()``, again after each Delta write conflict, up to ``runs`` runs in all.
+
+    Returns what ``run`` returns. Any other exception propagates at once. When the last
+    run still conflicts, raises :class:`~runner.errors.TemporaryFailure` from its error.
+    """
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_write_conflict),
+        stop=tenacity.stop_after_attempt(runs),
+        wait=tenacity.wait_random_exponential(multiplier=pause, max=max_pause),
+        before_sleep=_log_conflict,
+        reraise=True,
+    )
+    try:
+        return retrying(run)
+    except Exception as error:
+        if not is_write_conflict(error):
+            raise
+        raise TemporaryFailure(
+            f"Delta write conflict in each of {runs} runs of the importer (another writer "
+            f"kept committing to the same table): {one_line(error, 300)}") from error
+
+
+def _log_conflict(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("Delta write conflict in run %d of the importer; running it again in "
+                "%.2f s: %s", state.attempt_number, state.upcoming_sleep,
+                one_line(error, 200) if error else "")
+
+
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _text(error: BaseException) -> str:
+    try:
+        return f"{type(error).__name__}: {error}"
+    except Exception:  # an exception whose __str__ fails says nothing about conflicts
+        return type(error).__name__

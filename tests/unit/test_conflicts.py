@@ -1,0 +1,118 @@
+"""Delta write conflicts are recognised in any wrapping and the importer runs again."""
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from runner.conflicts import is_write_conflict, run_until_committed
+from runner.errors import BadDataError, TemporaryFailure
+
+# As a Spark Connect client sees them (pyspark.errors.exceptions.connect.UnknownException).
+CONNECT_TEXT = (
+    "(io.delta.exceptions.ConcurrentAppendException) [DELTA_CONCURRENT_APPEND.WITHOUT_HINT] "
+    "Transaction conflict detected. a concurrent MERGE added data to table "
+    "spark_catalog.u_sampleuser__checkm2.quality_report. Refer to "
+    "https://docs.delta.io/latest/concurrency-control.html for more details.")
+# As a classic session's converted exception reads: the Java exception's toString.
+CLASSIC_TEXT = (
+    "io.delta.exceptions.MetadataChangedException: [DELTA_METADATA_CHANGED] "
+    "MetadataChangedException: The metadata of the Delta table has been changed by a "
+    "concurrent update. Please try the operation again.")
+
+
+class UnknownException(Exception):
+    """Named like pyspark's, which the runner does not import."""
+
+
+@pytest.mark.parametrize("text", [
+    CONNECT_TEXT,
+    CLASSIC_TEXT,
+    "[DELTA_CONCURRENT_DELETE_READ] ConcurrentDeleteReadException: a file was deleted",
+    "io.delta.exceptions.ConcurrentTransactionException: two writers, one app id",
+    "[DELTA_PROTOCOL_CHANGED] The protocol version has been changed",
+])
+def test_delta_conflicts_are_recognised(text):
+    assert is_write_conflict(UnknownException(text))
+
+
+def test_a_conflict_wrapped_by_an_importer_is_recognised():
+    try:
+        try:
+            raise UnknownException(CONNECT_TEXT)
+        except UnknownException as error:
+            raise RuntimeError("could not merge the report") from error
+    except RuntimeError as wrapped:
+        assert is_write_conflict(wrapped)
+
+
+@pytest.mark.parametrize("text", [
+    "[TABLE_OR_VIEW_NOT_FOUND] The table or view `x`.`y` cannot be found",
+    "[DELTA_MERGE_MULTIPLE_SOURCE_ROWS_MATCHING_TARGET_ROW_IN_MERGE] duplicate keys",
+    "ConcurrentModificationException in java.util.HashMap",
+    "io.delta.exceptions.DeltaConcurrentModificationExceptionHelper",
+])
+def test_other_failures_are_not_conflicts(text):
+    assert not is_write_conflict(UnknownException(text))
+
+
+@given(st.text())
+def test_any_text_without_delta_names_is_not_a_conflict(text):
+    assume("DELTA_" not in text and "io.delta.exceptions." not in text)
+    assert not is_write_conflict(RuntimeError(text))
+
+
+@given(st.text(), st.text())
+def test_a_conflict_condition_anywhere_in_a_message_is_a_conflict(before, after):
+    assert is_write_conflict(RuntimeError(f"{before} [DELTA_CONCURRENT_APPEND] {after}"))
+
+
+def test_an_exception_whose_text_fails_is_not_a_conflict():
+    class Unprintable(Exception):
+        def __str__(self):
+            raise ValueError("no text")
+
+    assert not is_write_conflict(Unprintable())
+
+
+def failing_then(outcomes):
+    """A run that raises (or returns) the next of ``outcomes`` each call; its calls."""
+    calls = []
+
+    def run():
+        calls.append(len(calls) + 1)
+        outcome = outcomes[len(calls) - 1]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return run, calls
+
+
+def test_the_importer_runs_again_after_conflicts_until_it_commits():
+    run, calls = failing_then([UnknownException(CONNECT_TEXT),
+                               UnknownException(CLASSIC_TEXT), "done"])
+    assert run_until_committed(run, runs=6, pause=0) == "done"
+    assert calls == [1, 2, 3]
+
+
+def test_another_failure_is_not_run_again():
+    run, calls = failing_then([BadDataError("row 3: no genome"), "done"])
+    with pytest.raises(BadDataError, match="row 3"):
+        run_until_committed(run, runs=6, pause=0)
+    assert calls == [1]
+
+
+def test_a_failure_after_a_conflict_is_what_is_raised():
+    run, calls = failing_then([UnknownException(CONNECT_TEXT), ZeroDivisionError("bug")])
+    with pytest.raises(ZeroDivisionError):
+        run_until_committed(run, runs=6, pause=0)
+    assert calls == [1, 2]
+
+
+def test_a_conflict_in_every_run_is_a_temporary_failure():
+    conflict = UnknownException(CONNECT_TEXT)
+    run, calls = failing_then([conflict] * 3)
+    with pytest.raises(TemporaryFailure, match="conflict in each of 3 runs") as raised:
+        run_until_committed(run, runs=3, pause=0)
+    assert raised.value.__cause__ is conflict
+    assert calls == [1, 2, 3]
