@@ -146,12 +146,29 @@ def spark_schema(columns: Sequence[Column]) -> StructType:
     return T.StructType([T.StructField(c.name, kinds[c.type], c.nullable) for c in columns])
 
 
+#: Characters Hadoop's path globbing gives a meaning (``GlobPattern``); a backslash makes
+#: each stand for itself.
+_GLOB = re.compile(r"([\\*?\[\]{}])")
+#: A URI's scheme (RFC 3986); a bucket name cannot hold ``/`` or ``:``, so ``bucket/key``
+#: never starts with one, whatever its key.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def literal_path(file: str) -> str:
+    """The path Spark reads for ``file`` (``bucket/key``, or a URI): an ``s3a://`` URI
+    whose glob characters are escaped. Spark expands a path containing any of ``*?[]{}``
+    as a pattern, so an output named ``report[1].tsv`` would otherwise read
+    ``report1.tsv`` if there were one, or fail as missing."""
+    scheme = _SCHEME.match(file)
+    prefix, rest = (scheme.group(0), file[scheme.end():]) if scheme else ("s3a://", file)
+    return prefix + _GLOB.sub(r"\\\1", rest)
+
+
 def read_delimited(spark: SparkSession, file: str, columns: Sequence[Column], *,
                    format: Format = "tsv", null_values: Iterable[str] = ("",)) -> DataFrame:
     """A DataFrame of ``file`` (``bucket/key`` as in ``job_info["outputs"]``, or a URI)
     with the declared ``columns``; see :func:`parse` for the errors raised."""
-    uri = file if "://" in file else f"s3a://{file}"
-    row = spark.read.text(uri, wholetext=True).first()
+    row = spark.read.text(literal_path(file), wholetext=True).first()
     rows = parse(row[0] if row else "", columns, file=file, format=format,
                  null_values=null_values)
     return spark.createDataFrame(rows, spark_schema(columns))

@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
 import yaml
 from deltalake import DeltaTable
@@ -302,6 +303,24 @@ def test_runners_merging_into_one_table_at_once_all_commit(stack, spark_connect,
     rows = delta_rows(stack, f"{namespace_prefix(USER)}conflicts", "rows", "cts_job_id")
     assert [r["cts_job_id"] for r in rows] == [
         "job-conflict-0", "job-conflict-1", "job-conflict-2", "job-conflict-warm"]
+
+
+def test_an_output_named_like_a_glob_is_read_as_named(stack, spark_connect, s3, store, env):
+    """``job-glob[1]/quality_report.tsv`` is that file, not a pattern matching
+    ``job-glob1/quality_report.tsv`` (which holds another report)."""
+    connect_env = {**env, "CSEP_SPARK_MASTER": spark_connect.url}
+    named = upload(s3, "cts-out", "job-glob[1]/quality_report.tsv", REPORT_A)
+    upload(s3, "cts-out", "job-glob1/quality_report.tsv", REPORT_B)
+    spec = make_spec("job-glob", CHECKM2_IMAGE, "checkm2", "importers.checkm2", [named],
+                     {"database": "checkm2", "table": "quality_report"})
+    spec = attrs.evolve(spec, job=attrs.evolve(spec.job, user="globber",
+                                               namespace_prefix=namespace_prefix("globber")))
+    result = run_spec(store, spec, connect_env, 0)
+    assert result.status == results.Status.SUCCEEDED
+    rows = delta_rows(stack, f"{namespace_prefix('globber')}checkm2", "quality_report",
+                      "genome_name")
+    assert [(r["genome_name"], r["completeness"]) for r in rows] == [
+        ("GCA_1", 98.5), ("GCA_2", 75.0)]
 
 
 def test_the_declarative_importer_loads_typed_columns(stack, s3, store, env):

@@ -6,7 +6,12 @@ from datetime import date, datetime
 
 import pytest
 
-from importers.delimited import Column, parse
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from importers.delimited import Column, literal_path, parse
 from importers.tables import quote
 from runner import BadDataError
 
@@ -87,3 +92,25 @@ def test_identifiers_are_quoted_or_refused():
     assert quote("u_alice__checkm2.quality_report") == "`u_alice__checkm2`.`quality_report`"
     with pytest.raises(ValueError, match="not a plain identifier"):
         quote("db.t; DROP TABLE x")
+
+
+@pytest.mark.parametrize(("file", "path"), [
+    ("cts-out/job-1/quality_report.tsv", "s3a://cts-out/job-1/quality_report.tsv"),
+    ("cts-out/job[1]/report{a,b}.tsv", r"s3a://cts-out/job\[1\]/report\{a,b\}.tsv"),
+    ("s3a://bucket/what?*.tsv", r"s3a://bucket/what\?\*.tsv"),
+    ("bucket/back\\slash", r"s3a://bucket/back\\slash"),
+    ("bucket/a://b", "s3a://bucket/a://b"),
+])
+def test_an_output_path_is_read_literally(file, path):
+    assert literal_path(file) == path
+
+
+@given(st.text(min_size=1))
+def test_every_glob_character_of_a_key_is_escaped_and_nothing_else_changes(key):
+    path = literal_path(f"bucket/{key}")
+    assert path.startswith("s3a://bucket/")
+    escaped = path[len("s3a://bucket/"):]
+    # Reading each backslash pair as its second character gives the key back, and no
+    # glob character is left unescaped.
+    assert re.sub(r"\\(.)", r"\1", escaped, flags=re.DOTALL) == key
+    assert not re.search(r"(?<!\\)(?:\\\\)*[*?\[\]{}]", escaped)
