@@ -8,29 +8,34 @@ completion events at once; the time is from the first publish to the last commit
 jobs belong to ``--tables`` users in turn, so they MERGE into that many tables (a user's
 namespace has its own): with one table, runners in flight together conflict and all but
 one run their MERGE again. Events imported first warm the server and the tables. Prints
-imports per minute and the dispatcher's peak RSS; asserts nothing.
+imports per minute, the machine's busy CPU time per import (which bounds the rate: with
+C cores, 60 * C / (CPU s per import) per minute), and the dispatcher's peak RSS; asserts
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.measure import Lane, load, peak_rss_mb  # noqa: E402
+from benchmarks.measure import Lane, busy_cpu_seconds, load, peak_rss_mb  # noqa: E402
 from stack import samples  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
 
 
 def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
-                       tables: int) -> tuple[float, float]:
+                       tables: int) -> tuple[float, float, float]:
+    """Imports per minute, the dispatcher's peak RSS (MB), and the machine's busy CPU
+    seconds per import (every process: server, runners, dispatcher, Kafka, S3)."""
     with Lane(stack, partitions=4) as lane:
         dispatcher = lane.dispatcher(env=stack.connect_runner_env(), max_in_flight=in_flight)
         docs = [lane.sample_job(user=user(n % tables)) for n in range(events)]
-        started = time.monotonic()
+        started, busy = time.monotonic(), busy_cpu_seconds()
         sent = [lane.publish(samples.completion_event(doc), partition=n % 4)
                 for n, doc in enumerate(docs)]
         last = {}
@@ -39,7 +44,8 @@ def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
         for partition, offset in last.items():
             lane.wait_committed(partition, offset, timeout=3600, interval=0.1)
         seconds = time.monotonic() - started
-        return events / seconds * 60, peak_rss_mb(dispatcher.process.pid)
+        cpu = (busy_cpu_seconds() - busy) / events
+        return events / seconds * 60, peak_rss_mb(dispatcher.process.pid), cpu
 
 
 def user(n: int) -> str:
@@ -58,9 +64,10 @@ def main() -> int:
         imports_per_minute(stack, most, 1, most)
         for tables in args.tables:
             for in_flight in args.in_flight:
-                rate, rss = imports_per_minute(stack, args.events, in_flight, tables)
+                rate, rss, cpu = imports_per_minute(stack, args.events, in_flight, tables)
                 print(f"{tables} table(s), max_in_flight {in_flight}: {rate:.1f} imports/min "
-                      f"({args.events} imports), dispatcher peak RSS {rss:.0f} MB; {load()}",
+                      f"({args.events} imports), {cpu:.1f} CPU s per import (the machine's "
+                      f"{os.cpu_count()} cores), dispatcher peak RSS {rss:.0f} MB; {load()}",
                       flush=True)
     return 0
 
