@@ -2,15 +2,17 @@
 1, 2 and 4, one dispatcher whose runners are Spark Connect clients of the stack's server.
 
     python benchmarks/throughput.py [--events 12] [--in-flight 1 2 4] [--tables 1 4]
+                                    [--warmup 4]
 
 For each setting a new lane (topic of 4 partitions, group, dispatcher) gets ``--events``
 completion events at once; the time is from the first publish to the last commit. The
 jobs belong to ``--tables`` users in turn, so they MERGE into that many tables (a user's
 namespace has its own): with one table, runners in flight together conflict and all but
-one run their MERGE again. Events imported first warm the server and the tables. Prints
-imports per minute, the machine's busy CPU time per import (which bounds the rate: with
-C cores, 60 * C / (CPU s per import) per minute), and the dispatcher's peak RSS; asserts
-nothing.
+one run their MERGE again. ``--warmup`` imports first warm the server and the tables
+(a server's JIT keeps compiling through its first few dozen imports). Prints
+imports per minute, the CPU time per import (the machine's, which bounds the rate: with
+C cores, 60 * C / (CPU s per import) per minute; the Connect server's; the dispatcher's
+with its runners'), and the dispatcher's peak RSS; asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,19 +25,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.measure import Lane, busy_cpu_seconds, load, peak_rss_mb  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    Lane, busy_cpu_seconds, load, peak_rss_mb, tree_cpu_seconds)  # noqa: E402
 from stack import samples  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
 
 
 def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
-                       tables: int) -> tuple[float, float, float]:
-    """Imports per minute, the dispatcher's peak RSS (MB), and the machine's busy CPU
-    seconds per import (every process: server, runners, dispatcher, Kafka, S3)."""
+                       tables: int) -> tuple[float, float, dict[str, float]]:
+    """Imports per minute, the dispatcher's peak RSS (MB), and CPU seconds per import:
+    the whole machine's (``all``: server, runners, dispatcher, Kafka, S3, PostgreSQL),
+    the Connect server's and the dispatcher's with its runners."""
     with Lane(stack, partitions=4) as lane:
         dispatcher = lane.dispatcher(env=stack.connect_runner_env(), max_in_flight=in_flight)
         docs = [lane.sample_job(user=user(n % tables)) for n in range(events)]
-        started, busy = time.monotonic(), busy_cpu_seconds()
+        server, lane_pid = stack.spark_connect.pid, dispatcher.process.pid
+        started = time.monotonic()
+        before = busy_cpu_seconds(), tree_cpu_seconds(server), tree_cpu_seconds(lane_pid)
         sent = [lane.publish(samples.completion_event(doc), partition=n % 4)
                 for n, doc in enumerate(docs)]
         last = {}
@@ -44,7 +50,9 @@ def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
         for partition, offset in last.items():
             lane.wait_committed(partition, offset, timeout=3600, interval=0.1)
         seconds = time.monotonic() - started
-        cpu = (busy_cpu_seconds() - busy) / events
+        after = busy_cpu_seconds(), tree_cpu_seconds(server), tree_cpu_seconds(lane_pid)
+        cpu = {name: (a - b) / events for name, a, b in zip(
+            ("all", "server", "dispatcher and runners"), after, before)}
         return events / seconds * 60, peak_rss_mb(dispatcher.process.pid), cpu
 
 
@@ -58,16 +66,20 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=12)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--warmup", type=int, default=4,
+                        help="imports (one at a time, over the tables) before measuring")
     args = parser.parse_args()
     with LocalStack(spark_connect=True) as stack:
         most = max(args.tables)
-        imports_per_minute(stack, most, 1, most)
+        imports_per_minute(stack, max(args.warmup, most), 1, most)
         for tables in args.tables:
             for in_flight in args.in_flight:
                 rate, rss, cpu = imports_per_minute(stack, args.events, in_flight, tables)
                 print(f"{tables} table(s), max_in_flight {in_flight}: {rate:.1f} imports/min "
-                      f"({args.events} imports), {cpu:.1f} CPU s per import (the machine's "
-                      f"{os.cpu_count()} cores), dispatcher peak RSS {rss:.0f} MB; {load()}",
+                      f"({args.events} imports); CPU s per import: {cpu['all']:.1f} in all "
+                      f"({os.cpu_count()} cores), server {cpu['server']:.1f}, dispatcher and "
+                      f"runners {cpu['dispatcher and runners']:.1f}; dispatcher peak RSS "
+                      f"{rss:.0f} MB; {load()}",
                       flush=True)
     return 0
 
