@@ -144,6 +144,16 @@ def classify(service: str, error: BaseException) -> Fault:
     return classifier(error) if classifier else Fault.EVENT
 
 
+def causes(error: BaseException | None) -> Iterator[BaseException]:
+    """``error``, then the exception it was raised from (``__cause__``) or while handling
+    (``__context__``), and so on; each once, even in a cycle."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def one_line(error: BaseException, limit: int = 500) -> str:
     """``error``'s message on one line, bounded."""
     text = " ".join(str(error).split())

@@ -27,7 +27,7 @@ from runner import logs
 from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
 from runner.conflicts import run_until_committed
-from common.faults import one_line
+from common.faults import causes, one_line
 from runner import probes
 from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavailable
 from runner.locations import SpecLocation
@@ -139,17 +139,9 @@ def _unavailable(settings: SparkSettings, spark_failures: list[BaseException],
         return ServiceUnavailable(service, f"{service} unreachable ({reason}); the import "
                                            f"failed with {type(error).__name__}: "
                                            f"{one_line(error, 300)}")
-    if "Py4JNetworkError" in {type(e).__name__ for e in _chain(error)}:
+    if "Py4JNetworkError" in {type(e).__name__ for e in causes(error)}:
         return ServiceUnavailable("spark", f"the Spark driver went away: {one_line(error, 300)}")
     return None
-
-
-def _chain(error: BaseException | None):
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
 
 
 def _parse(text: str, uri: str) -> JobSpec:

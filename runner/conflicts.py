@@ -18,12 +18,12 @@ not import pyspark.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import tenacity
 
-from common.faults import one_line
+from common.faults import causes, one_line
 from runner.errors import TemporaryFailure
 from runner.logs import log
 
@@ -47,7 +47,7 @@ def is_write_conflict(error: BaseException) -> bool:
     """Whether ``error``, or an exception it was raised from, is a Delta commit that lost
     to a concurrent writer."""
     return any(_CONDITION.search(text) or _JAVA_CLASS.search(text)
-               for text in map(_text, _chain(error)))
+               for text in map(_text, causes(error)))
 
 
 def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = PAUSE,
@@ -79,14 +79,6 @@ def _log_conflict(state: tenacity.RetryCallState) -> None:
     log.warning("Delta write conflict in run %d of the importer; running it again in "
                 "%.2f s: %s", state.attempt_number, state.upcoming_sleep,
                 one_line(error, 200) if error else "")
-
-
-def _chain(error: BaseException | None) -> Iterator[BaseException]:
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
 
 
 def _text(error: BaseException) -> str:

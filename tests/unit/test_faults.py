@@ -10,8 +10,8 @@ from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConne
 from kafka.errors import (KafkaTimeoutError, MessageSizeTooLargeError, KafkaConnectionError,
                           NotLeaderForPartitionError, RecordListTooLargeError)
 
-from common.faults import (Fault, ServiceFailure, calling, classify, fault_of, http_fault,
-                           s3_fault)
+from common.faults import (Fault, ServiceFailure, calling, causes, classify, fault_of,
+                           http_fault, s3_fault)
 
 EVENT, INFRA = Fault.EVENT, Fault.INFRASTRUCTURE
 
@@ -92,3 +92,21 @@ def test_calling_wraps_with_the_service_and_what_was_being_done():
 def test_anything_that_is_not_a_service_failure_is_the_event_s_fault():
     assert fault_of(RecursionError()) is EVENT
     assert fault_of(ServiceFailure("cts", INFRA, "down")) is INFRA
+
+
+def test_causes_follow_cause_then_context_and_stop_on_a_cycle():
+    root = KeyError("root")
+    try:
+        try:
+            raise root
+        except KeyError as handled:
+            raise ValueError("while handling") from handled
+    except ValueError as caught:
+        wrapped = RuntimeError("wrapped")
+        wrapped.__cause__ = caught
+    assert [str(e) for e in causes(wrapped)] == ["wrapped", "while handling", "'root'"]
+
+    first, second = ValueError("a"), ValueError("b")
+    first.__cause__, second.__context__ = second, first
+    assert list(causes(first)) == [first, second]
+    assert list(causes(None)) == []
