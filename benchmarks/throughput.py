@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.measure import (  # noqa: E402
-    Lane, busy_cpu_seconds, load, peak_rss_mb, tree_cpu_seconds)  # noqa: E402
+    Lane, busy_cpu_seconds, load, peak_rss_mb, tree_cpu_seconds)
 from stack import samples  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
 
@@ -39,9 +39,9 @@ def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
     with Lane(stack, partitions=4) as lane:
         dispatcher = lane.dispatcher(env=stack.connect_runner_env(), max_in_flight=in_flight)
         docs = [lane.sample_job(user=user(n % tables)) for n in range(events)]
-        server, lane_pid = stack.spark_connect.pid, dispatcher.process.pid
+        server, dispatcher_pid = stack.spark_connect.pid, dispatcher.process.pid
         started = time.monotonic()
-        before = busy_cpu_seconds(), tree_cpu_seconds(server), tree_cpu_seconds(lane_pid)
+        before = busy_cpu_seconds(), tree_cpu_seconds(server), tree_cpu_seconds(dispatcher_pid)
         sent = [lane.publish(samples.completion_event(doc), partition=n % 4)
                 for n, doc in enumerate(docs)]
         last = {}
@@ -50,10 +50,10 @@ def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
         for partition, offset in last.items():
             lane.wait_committed(partition, offset, timeout=3600, interval=0.1)
         seconds = time.monotonic() - started
-        after = busy_cpu_seconds(), tree_cpu_seconds(server), tree_cpu_seconds(lane_pid)
+        after = busy_cpu_seconds(), tree_cpu_seconds(server), tree_cpu_seconds(dispatcher_pid)
         cpu = {name: (a - b) / events for name, a, b in zip(
             ("all", "server", "dispatcher and runners"), after, before)}
-        return events / seconds * 60, peak_rss_mb(dispatcher.process.pid), cpu
+        return events / seconds * 60, peak_rss_mb(dispatcher_pid), cpu
 
 
 def user(n: int) -> str:

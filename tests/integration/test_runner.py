@@ -16,7 +16,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import attrs
 import pytest
 import yaml
 from deltalake import DeltaTable
@@ -149,22 +148,22 @@ def upload(s3, bucket: str, key: str, body: str) -> Output:
 
 
 def make_spec(job_id: str, image: str, importer: str, py_module: str,
-              outputs: list[Output], meta: dict | None = None) -> JobSpec:
+              outputs: list[Output], meta: dict | None = None, user: str = USER) -> JobSpec:
     return JobSpec(
         job=JobInfo(id=job_id, outputs=tuple(outputs), image=image,
                     image_digest="sha256:" + "ab" * 32, input_file_count=1,
                     output_file_count=len(outputs),
-                    completion_time=COMPLETED, user=USER,
-                    namespace_prefix=namespace_prefix(USER)),
+                    completion_time=COMPLETED, user=user,
+                    namespace_prefix=namespace_prefix(user)),
         importer=ImporterRef(name=importer, py_module=py_module, importer_meta=meta or {}),
         event=EventRef(topic="cts-jobs", partition=0, offset=7, trans_id=f"t-{job_id}",
                        time=datetime.fromisoformat("2026-11-20T10:15:00.123000+00:00")),
         args=("--threads", "4"))
 
 
-def checkm2_spec(job_id: str, outputs: list[Output]) -> JobSpec:
+def checkm2_spec(job_id: str, outputs: list[Output], user: str = USER) -> JobSpec:
     return make_spec(job_id, CHECKM2_IMAGE, "checkm2", "importers.checkm2", outputs,
-                     {"database": "checkm2", "table": "quality_report"})
+                     {"database": "checkm2", "table": "quality_report"}, user=user)
 
 
 def run_runner(spec: str, env: dict[str, str], stdin: str | None = None):
@@ -277,14 +276,16 @@ def test_runners_merging_into_one_table_at_once_all_commit(stack, spark_connect,
     lets one commit and fails the others with a write conflict; each of those runs its
     importer again and commits. All three succeed, with one MERGE each."""
     connect_env = {**env, "CSEP_SPARK_MASTER": spark_connect.url}
-    specs = [make_spec(f"job-conflict-{n}", "example.org/csep-tests/slow-merge", "slow_merge",
-                       "csep_test_slow_merge", [], {"hold_seconds": 3}) for n in range(3)]
-    warm = run_spec(store, make_spec("job-conflict-warm", "example.org/csep-tests/slow-merge",
-                                     "slow_merge", "csep_test_slow_merge", [],
-                                     {"hold_seconds": 3}), connect_env, 0)
+
+    def slow_merge(job_id: str) -> JobSpec:
+        return make_spec(job_id, "example.org/csep-tests/slow-merge", "slow_merge",
+                         "csep_test_slow_merge", [], {"hold_seconds": 3})
+
+    # The table exists before the race, so the three only race to MERGE.
+    warm = run_spec(store, slow_merge("job-conflict-warm"), connect_env, 0)
     assert [c.operation for c in warm.delta_commits][-1] == "MERGE"
 
-    uris = [store.put_spec(spec) for spec in specs]
+    uris = [store.put_spec(slow_merge(f"job-conflict-{n}")) for n in range(3)]
     runners = [subprocess.Popen([sys.executable, "-m", "runner", uri], env=connect_env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for uri in uris]
@@ -313,11 +314,7 @@ def test_an_output_named_like_a_glob_is_read_as_named(stack, spark_connect, s3, 
     store = SpecStore(f"s3://{stack.lake_bucket}/glob-specs", s3)
     named = upload(s3, "cts-out", "job-glob[1]/quality_report.tsv", REPORT_A)
     upload(s3, "cts-out", "job-glob1/quality_report.tsv", REPORT_B)
-    spec = make_spec("job-glob", CHECKM2_IMAGE, "checkm2", "importers.checkm2", [named],
-                     {"database": "checkm2", "table": "quality_report"})
-    spec = attrs.evolve(spec, job=attrs.evolve(spec.job, user="globber",
-                                               namespace_prefix=namespace_prefix("globber")))
-    result = run_spec(store, spec, connect_env, 0)
+    result = run_spec(store, checkm2_spec("job-glob", [named], user="globber"), connect_env, 0)
     assert result.status == results.Status.SUCCEEDED
     rows = delta_rows(stack, f"{namespace_prefix('globber')}checkm2", "quality_report",
                       "genome_name")
