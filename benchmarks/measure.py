@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -23,11 +24,20 @@ from dispatcher.launchers import RUNNER_ENV  # noqa: E402
 from stack import samples  # noqa: E402
 from stack.dispatching import DispatcherProcess, dispatcher_config  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
+from stack.spark_connect import DEFAULT_WARMUP_MERGES  # noqa: E402
 
 #: The dispatcher tests' importers: ``quick`` does nothing, ``sleepy`` sleeps for the
 #: seconds in its job id (``sleep-60-...``); neither starts Spark.
 TEST_IMPORTERS = ROOT / "tests" / "fixtures" / "dispatcher_importers"
 TEST_IMAGE = "example.org/csep-dispatch-tests/{}"
+
+
+def add_server_warmup(parser: argparse.ArgumentParser) -> None:
+    """``--server-warmup N``: the warm-up MERGEs of the stack's Spark Connect server before
+    it serves; by default a deployed server's (``python -m stack.spark_connect``)."""
+    parser.add_argument("--server-warmup", type=int, default=DEFAULT_WARMUP_MERGES,
+                        metavar="N", help="warm-up MERGEs of the Spark Connect server "
+                                          f"before it serves (default {DEFAULT_WARMUP_MERGES})")
 
 
 def load() -> str:

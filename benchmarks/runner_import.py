@@ -11,7 +11,10 @@ keeps one (``python -m runner --standby``), given ``--settle`` seconds to load, 
 from the hand-over of its arguments to its exit.
 
     python benchmarks/runner_import.py [--rounds 7] [--warmup 5] [--classic] [--importtime]
-                                       [--standby [--settle 3]]
+                                       [--standby [--settle 3]] [--server-warmup 30]
+
+The Connect server runs ``--server-warmup`` warm-up MERGEs before it serves, as a deployed
+one does by default (``python -m stack.spark_connect``).
 
 ``--importtime`` also prints the slowest imports of the last round (``-X importtime``).
 Prints the figures; asserts nothing.
@@ -31,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.measure import load, summary  # noqa: E402
+from benchmarks.measure import add_server_warmup, load, summary  # noqa: E402
 from contract.spec import EventRef, ImporterRef  # noqa: E402
 from contract.store import SpecStore  # noqa: E402
 from dispatcher.cts import parse_job  # noqa: E402
@@ -94,6 +97,7 @@ def main() -> int:
                         help="time runners from the hand-over to a runner on standby")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds a runner on standby loads before its hand-over")
+    add_server_warmup(parser)
     args = parser.parse_args()
 
     def run(spec_uri: str) -> tuple[float, str]:
@@ -101,7 +105,8 @@ def main() -> int:
             return run_standby(spec_uri, env, args.settle)
         return run_once(spec_uri, env, False)
 
-    with LocalStack(spark_connect=not args.classic) as stack:
+    with LocalStack(spark_connect=not args.classic,
+                    spark_connect_warmup=args.server_warmup) as stack:
         env = subprocess_env(stack.runner_env() if args.classic else stack.connect_runner_env())
         store = SpecStore(f"s3://{stack.lake_bucket}/specs", stack.s3.client())
         for _ in range(max(1, args.warmup)):

@@ -2,14 +2,15 @@
 1, 2 and 4, one dispatcher whose runners are Spark Connect clients of the stack's server.
 
     python benchmarks/throughput.py [--events 12] [--in-flight 1 2 4] [--tables 1 4]
-                                    [--warmup 4]
+                                    [--warmup 4] [--server-warmup 30]
 
 For each setting a new lane (topic of 4 partitions, group, dispatcher) gets ``--events``
 completion events at once; the time is from the first publish to the last commit. The
 jobs belong to ``--tables`` users in turn, so they MERGE into that many tables (a user's
 namespace has its own): with one table, runners in flight together conflict and all but
-one run their MERGE again. ``--warmup`` imports first warm the server and the tables
-(a server's JIT keeps compiling through its first few dozen imports). Prints
+one run their MERGE again. The server runs ``--server-warmup`` MERGEs of its own before
+it serves (as a deployed one does by default), then ``--warmup`` imports warm the path
+and the tables (a server's JIT keeps compiling through its first few dozen). Prints
 imports per minute, the CPU time per import (the machine's, which bounds the rate: with
 C cores, 60 * C / (CPU s per import) per minute; the Connect server's; the dispatcher's
 with its runners'), and the dispatcher's peak RSS; asserts nothing.
@@ -26,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.measure import (  # noqa: E402
-    Lane, busy_cpu_seconds, load, peak_rss_mb, tree_cpu_seconds)
+    Lane, add_server_warmup, busy_cpu_seconds, load, peak_rss_mb, tree_cpu_seconds)
 from stack import samples  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
 
@@ -68,8 +69,9 @@ def main() -> int:
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--warmup", type=int, default=4,
                         help="imports (one at a time, over the tables) before measuring")
+    add_server_warmup(parser)
     args = parser.parse_args()
-    with LocalStack(spark_connect=True) as stack:
+    with LocalStack(spark_connect=True, spark_connect_warmup=args.server_warmup) as stack:
         most = max(args.tables)
         imports_per_minute(stack, max(args.warmup, most), 1, most)
         for tables in args.tables:

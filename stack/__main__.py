@@ -1,7 +1,8 @@
 """Command line of the local stack.
 
-    python -m stack up [--keep-running] [--spark-connect]
-        start every server (with --spark-connect also a Spark Connect server), print the
+    python -m stack up [--keep-running] [--spark-connect [--warmup-merges N]]
+        start every server (with --spark-connect also a Spark Connect server, which
+        runs N warm-up MERGEs before it serves: stack.connect_driver), print the
         endpoints and write .stack/env (the runner's environment; with --spark-connect
         its CSEP_SPARK_MASTER is the server's sc:// URL) and .stack/stack.json (the
         servers' coordinates, for `replay`; removed when the stack stops)
@@ -63,8 +64,16 @@ def wait_for_signal() -> None:
     stop.wait()
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def up(args: argparse.Namespace) -> int:
-    with LocalStack(spark_connect=args.spark_connect) as stack, running(stack):
+    with LocalStack(spark_connect=args.spark_connect,
+                    spark_connect_warmup=args.warmup_merges) as stack, running(stack):
         for name, value in stack.endpoints().items():
             print(f"{name:>22}: {value}")
         print(f"{'runner environment':>22}: {ENV_FILE} (contains credentials)")
@@ -107,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                            help="keep the servers up until Ctrl-C")
     up_parser.add_argument("--spark-connect", action="store_true",
                            help="also start a Spark Connect server for sc:// runners")
+    up_parser.add_argument("--warmup-merges", type=_count, default=0, metavar="N",
+                           help="the Spark Connect server runs N small MERGEs into a "
+                                "scratch table before it serves (default 0)")
     up_parser.set_defaults(func=up)
     demo_parser = commands.add_parser(
         "demo", help="start the stack and the dispatcher, import the sample CheckM2 job")

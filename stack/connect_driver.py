@@ -20,17 +20,71 @@ executors, so code Spark compiles for one session's query serves every later ses
 Sessions then share one class path as well: a jar or class one session added as a Spark
 artifact would serve all of them. Runners add none: importers come with the runner.
 
+Before the port opens, the driver can warm itself up (:func:`warm_up`, property
+:data:`WARMUP_MERGES`): a server just started runs its first MERGEs several times slower
+than one that has been importing for a while, as the JVM loads classes and compiles
+Spark's and Delta's code; the warm-up pays that before the first import does.
+
 Only pyspark and the standard library are imported: ``spark-submit`` runs this file by
 path, with the interpreter that started the server (``PYSPARK_DRIVER_PYTHON``).
 """
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
+import time
 
 #: How often the driver checks that the JVM that launched it still runs.
 PARENT_CHECK_SECONDS = 1.0
+#: The Spark property that sets how many MERGEs :func:`warm_up` runs (0 or unset: none).
+WARMUP_MERGES = "spark.csep.connect.warmupMerges"
+WARMUP_PREFIX = "warmup-"
+WARMUP_SCHEMA = "name STRING, completeness DOUBLE, contamination DOUBLE, size BIGINT"
+
+
+def warm_up(spark, rounds: int, parent: str) -> float:
+    """Run ``rounds`` small imports, as an importer makes them, into a Delta table in a
+    scratch directory under ``parent`` on the local file system, then remove it; return
+    the seconds taken.
+
+    Each round reads a 3-row TSV file (as text, as ``importers.delimited`` does), checks
+    its keys, and MERGEs it in with a guarded upsert like ``importers.tables.merge``'s,
+    every tenth one followed by Delta's checkpoint. The table is path-based, in a session
+    of its own: nothing reaches the metastore, the lake, or the sessions clients get.
+    """
+    started = time.monotonic()
+    session = spark.newSession()
+    scratch = tempfile.mkdtemp(prefix=WARMUP_PREFIX, dir=os.path.abspath(parent))
+    table = "delta.`file://{}/table`".format(scratch.replace("`", "``"))
+    source = os.path.join(scratch, "source.tsv")
+    try:
+        session.sql(f"CREATE TABLE {table} ({WARMUP_SCHEMA}, completed TIMESTAMP) "
+                    "USING delta")
+        for round_ in range(rounds):
+            with open(source, "w", encoding="utf-8") as out:
+                out.write("name\tcompleteness\n")
+                out.writelines(f"genome_{row}\t{round_ + row / 10}\n" for row in range(3))
+            text = session.read.text(f"file://{source}", wholetext=True).first()[0]
+            rows = [(name, float(value), 0.5, 1000 * round_)
+                    for name, value in (line.split("\t")
+                                        for line in text.splitlines()[1:])]
+            frame = session.createDataFrame(rows, WARMUP_SCHEMA).selectExpr(
+                "*", f"timestamp_micros({round_}) AS completed")
+            frame.createOrReplaceTempView("warmup_source")
+            session.sql("SELECT count_if(name IS NULL), count(*) - count(DISTINCT name) "
+                        "FROM warmup_source").collect()
+            session.sql(
+                f"MERGE INTO {table} t USING warmup_source s ON t.name = s.name "
+                "WHEN MATCHED AND (t.completed IS NULL OR s.completed >= t.completed) AND "
+                "(NOT (t.completeness <=> s.completeness) OR NOT (t.size <=> s.size)) "
+                "THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+    finally:
+        session.catalog.dropTempView("warmup_source")
+        shutil.rmtree(scratch, ignore_errors=True)
+    return time.monotonic() - started
 
 
 def main() -> int:
@@ -43,6 +97,17 @@ def main() -> int:
     # Its settings, the shared class loaders included, come from spark-submit's
     # properties file (stack.spark_connect.server_conf).
     spark = SparkSession.builder.getOrCreate()
+    rounds = int(spark.conf.get(WARMUP_MERGES, "0"))
+    if rounds > 0:
+        # A failed warm-up costs speed, not service: the server opens its port anyway.
+        try:
+            # The working directory is the server's data directory (stack.spark_connect).
+            seconds = warm_up(spark, rounds, os.getcwd())
+            print(f"warm-up: {rounds} MERGEs in {seconds:.1f} s", file=sys.stderr,
+                  flush=True)
+        except Exception as error:  # noqa: BLE001 - any failure: serve unwarmed
+            print(f"warm-up failed, serving without it: {type(error).__name__}: {error}",
+                  file=sys.stderr, flush=True)
     jvm = spark.sparkContext._jvm
     jvm.org.apache.spark.sql.connect.service.SparkConnectService.start(
         spark.sparkContext._jsc.sc())

@@ -29,11 +29,13 @@ class LocalStack:
 
     With ``spark_connect=True`` (or a later :meth:`start_spark_connect`) a Spark Connect
     server joins them, configured for this stack's S3 and metastore; it is opt-in because
-    its warm JVM costs a core and ~15 s to start.
+    its warm JVM costs a core and ~15 s to start. It runs ``spark_connect_warmup``
+    warm-up MERGEs before it serves (none by default: a stack for a demo or a test suite
+    would spend longer warming the server than it saves).
     """
 
     def __init__(self, base_dir: Path | None = None, keep_data: bool = False,
-                 spark_connect: bool = False) -> None:
+                 spark_connect: bool = False, spark_connect_warmup: int = 0) -> None:
         parent = ROOT / ".stack"
         parent.mkdir(exist_ok=True)
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="run-", dir=parent))
@@ -49,6 +51,7 @@ class LocalStack:
         self.spark_connect: SparkConnectServer | None = None
         self.spark_connect_supervisor: Supervisor | None = None
         self._with_spark_connect = spark_connect
+        self.spark_connect_warmup = spark_connect_warmup
         self._started: list = []
 
     def start(self) -> LocalStack:
@@ -76,7 +79,8 @@ class LocalStack:
         if self.spark_connect is None:
             settings = SparkSettings.from_env(self.runner_env())
             server = SparkConnectServer(settings, self.base_dir / "spark-connect",
-                                        delta_connect_jars=_delta_connect_jars())
+                                        delta_connect_jars=_delta_connect_jars(),
+                                        warmup_merges=self.spark_connect_warmup)
             supervisor = Supervisor(server).start()
             self._started.append(supervisor)
             self.spark_connect, self.spark_connect_supervisor = server, supervisor

@@ -34,6 +34,7 @@ from pathlib import Path
 import attrs
 
 from runner.spark import SparkSettings
+from stack.connect_driver import WARMUP_MERGES
 from stack.process import ServerProcess, free_ports, port_open
 from stack.supervisor import Supervisor
 
@@ -56,6 +57,14 @@ CODEGEN_CACHE_SIZE = 1000
 #: a warm server spent about 0.15 s of every sample import collecting garbage (young and
 #: concurrent cycles), and its first imports were slower still; with 4g, a third of that.
 DEFAULT_MEMORY = "4g"
+#: MERGEs the server runs into a scratch table before it serves (stack/connect_driver.py).
+#: A server just started took 2-4 s of CPU per sample import against 1.5 s for one that
+#: had served a few dozen; 30 rounds take about a minute of the server's start, and its
+#: first imports then run at nearly its steady speed. A server started only for one
+#: import or a test suite (:class:`stack.local.LocalStack`) is better off without.
+DEFAULT_WARMUP_MERGES = 30
+#: Seconds the health check allows per warm-up MERGE, on top of the JVM's start.
+WARMUP_SECONDS_EACH = 6.0
 #: Every Connect session on the server's own class loaders, so that code compiled for
 #: one session serves the next (see stack/connect_driver.py).
 SHARED_CLASS_LOADERS = {
@@ -98,10 +107,13 @@ def spark_home() -> Path:
 
 def server_conf(settings: SparkSettings, host: str, port: int,
                 delta_connect_jars: tuple[str, ...] = (), *,
-                memory: str = DEFAULT_MEMORY) -> dict[str, str]:
+                memory: str = DEFAULT_MEMORY, warmup_merges: int = 0) -> dict[str, str]:
     """The server's Spark properties: the runner's classic configuration plus the gRPC
-    binding, the heap (``memory``, as ``spark.driver.memory`` takes it: ``4g``), and the
-    Delta Connect plug-ins when their jars are given."""
+    binding, the heap (``memory``, as ``spark.driver.memory`` takes it: ``4g``), the
+    number of warm-up MERGEs before it serves, and the Delta Connect plug-ins when their
+    jars are given."""
+    if warmup_merges < 0:
+        raise ValueError(f"warm-up MERGEs must be 0 or more, not {warmup_merges}")
     if settings.is_connect:
         raise ValueError("a Spark Connect server needs a classic master (local[*] or "
                          f"spark://...), not {settings.master}")
@@ -114,6 +126,7 @@ def server_conf(settings: SparkSettings, host: str, port: int,
     conf[CODEGEN_CACHE_ENTRIES] = str(CODEGEN_CACHE_SIZE)
     conf.update(SHARED_CLASS_LOADERS)
     conf["spark.driver.memory"] = memory
+    conf[WARMUP_MERGES] = str(warmup_merges)
     if delta_connect_jars:
         conf.update(DELTA_PLUGINS)
     return conf
@@ -127,19 +140,22 @@ class SparkConnectServer:
     (:meth:`runner.spark.SparkSettings.jvm_environment`), as they reach a runner's.
     ``start()`` may be called again after ``stop()`` (or after the process died): the
     server comes back on the same port, which is what :class:`stack.supervisor.Supervisor`
-    does when the process exits.
+    does when the process exits. With ``warmup_merges`` the port opens (and ``start()``
+    returns) only after that many warm-up MERGEs, on every start.
     """
 
     name = "spark-connect"
 
     def __init__(self, settings: SparkSettings, data_dir: Path, *, host: str = "127.0.0.1",
                  port: int | None = None, delta_connect_jars: tuple[str, ...] = (),
-                 memory: str = DEFAULT_MEMORY) -> None:
+                 memory: str = DEFAULT_MEMORY,
+                 warmup_merges: int = DEFAULT_WARMUP_MERGES) -> None:
         self.host = host
         self.port = port or free_ports(1)[0]
         self.data_dir = data_dir
+        self.warmup_merges = warmup_merges
         self.conf = server_conf(settings, host, self.port, delta_connect_jars,
-                                memory=memory)
+                                memory=memory, warmup_merges=warmup_merges)
         self._credentials = settings.jvm_environment()
         self.delta_plugins = bool(delta_connect_jars)
         self._server: ServerProcess | None = None
@@ -149,7 +165,11 @@ class SparkConnectServer:
         """The ``sc://`` URL clients use (``CSEP_SPARK_MASTER`` of a Connect runner)."""
         return f"sc://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 240.0) -> SparkConnectServer:
+    def start(self, timeout: float | None = None) -> SparkConnectServer:
+        """Start the server and wait until its port opens (by default for 240 s plus
+        :data:`WARMUP_SECONDS_EACH` per warm-up MERGE)."""
+        if timeout is None:
+            timeout = 240.0 + WARMUP_SECONDS_EACH * self.warmup_merges
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = self.data_dir / "spark-connect.conf"
         properties.touch(mode=0o600)
@@ -219,12 +239,21 @@ def main(argv: list[str] | None = None) -> int:
                         or DEFAULT_MEMORY,
                         help="the server's JVM heap, e.g. 4g (default "
                              f"$CSEP_SPARK_CONNECT_MEMORY or {DEFAULT_MEMORY})")
+    parser.add_argument("--warmup-merges", type=int,
+                        default=int(os.environ.get("CSEP_SPARK_CONNECT_WARMUP")
+                                    or DEFAULT_WARMUP_MERGES),
+                        help="small MERGEs into a scratch table before serving, so that "
+                             "the first imports run at a warm server's speed (default "
+                             f"$CSEP_SPARK_CONNECT_WARMUP or {DEFAULT_WARMUP_MERGES}; "
+                             "0: none)")
     args = parser.parse_args(argv)
+    if args.warmup_merges < 0:
+        parser.error("--warmup-merges must be 0 or more")
     plugins = tuple(sorted(str(p) for p in args.delta_connect_jars.glob("*.jar"))) if (
         args.delta_connect_jars) else ()
     server = SparkConnectServer(SparkSettings.from_env(), args.data_dir, host=args.host,
                                 port=args.port, delta_connect_jars=plugins,
-                                memory=args.memory)
+                                memory=args.memory, warmup_merges=args.warmup_merges)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -12,11 +12,16 @@ import pytest
 from stack.local import LocalStack, subprocess_env
 from stack.spark_connect import SparkConnectServer
 
+#: Warm-up MERGEs of the tests' Spark Connect server: enough to run the warm-up on every
+#: start (and restart), a few seconds; a deployed server runs many more.
+SPARK_CONNECT_WARMUP = 3
+
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
     """Kafka, SeaweedFS S3, PostgreSQL and the CTS double, started once per session."""
-    with LocalStack(keep_data=bool(os.environ.get("CSEP_KEEP_STACK_DATA"))) as local:
+    with LocalStack(keep_data=bool(os.environ.get("CSEP_KEEP_STACK_DATA")),
+                    spark_connect_warmup=SPARK_CONNECT_WARMUP) as local:
         yield local
 
 

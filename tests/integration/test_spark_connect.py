@@ -10,7 +10,8 @@ Delta's Connect plug-in, which the stack builds from Delta's sources.
 Runner-like clients on the one server keep their own session (confs, temporary views,
 failures) while a new session reuses the code another one compiled, a client killed
 mid-query leaves the server serving, and a server killed with SIGKILL is started
-again on its port by the stack's supervisor.
+again on its port by the stack's supervisor. On every start the server runs its warm-up
+MERGEs before it serves, and leaves nothing of them behind.
 """
 
 import json
@@ -23,7 +24,8 @@ import sys
 import pytest
 from deltalake import DeltaTable
 
-from tests.conftest import run_python
+from stack.connect_driver import WARMUP_PREFIX
+from tests.conftest import SPARK_CONNECT_WARMUP, run_python
 
 CONNECT_WRITE = """
 import json
@@ -183,6 +185,13 @@ print(json.dumps({"sum": spark.range(10).groupBy().sum("id").first()[0],
                   "view_leaked": spark.catalog.tableExists("killed_clients_view")}))
 """
 
+WARMUP_VIEW_SEEN = """
+import json
+from runner.spark import SparkSettings, spark_factory
+spark = spark_factory(SparkSettings.from_env())()
+print(json.dumps({"warmup_view": spark.catalog.tableExists("warmup_source")}))
+"""
+
 QUERIES = """
 import json, sys
 from runner.spark import SparkSettings, spark_factory
@@ -191,6 +200,27 @@ sums = [spark.range(100).selectExpr(f"sum(id * {k} + {k + 1})").first()[0]
         for k in map(int, sys.argv[1:])]
 print(json.dumps({"sums": sums}))
 """
+
+
+def warm_ups(spark_connect) -> list[int]:
+    """Positions, in the server's log, of its warm-ups' report lines."""
+    log = (spark_connect.data_dir / "spark-connect.log").read_text(errors="replace")
+    report = f"warm-up: {SPARK_CONNECT_WARMUP} MERGEs in "
+    return [i for i in range(len(log)) if log.startswith(report, i)]
+
+
+def test_the_server_warms_up_before_it_serves_and_leaves_no_trace(stack, spark_connect,
+                                                                  connect_env):
+    log = (spark_connect.data_dir / "spark-connect.log").read_text(errors="replace")
+    assert warm_ups(spark_connect), log[-4000:]
+    assert warm_ups(spark_connect)[0] < log.index("Spark Connect serving on port")
+    assert "warm-up failed" not in log
+    assert not list(spark_connect.data_dir.glob(f"{WARMUP_PREFIX}*"))
+    assert str(spark_connect.data_dir) not in stack.postgres.query(
+        'SELECT "LOCATION" FROM "SDS"')
+    client = run_python(WARMUP_VIEW_SEEN, connect_env, timeout=120)
+    assert client.returncode == 0, client.stderr[-4000:]
+    assert last_json(client.stdout) == {"warmup_view": False}
 
 
 def start_python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -260,10 +290,12 @@ def test_a_client_killed_mid_query_leaves_the_server_serving(stack, spark_connec
 def test_a_killed_server_is_restarted_on_its_port(stack, spark_connect, connect_env):
     supervisor = stack.spark_connect_supervisor
     restarts, url, pid = supervisor.restarts, spark_connect.url, spark_connect.pid
+    warmed = len(warm_ups(spark_connect))
     os.kill(pid, signal.SIGKILL)
 
     assert supervisor.wait_restarts(restarts + 1, timeout=300), spark_connect.log_tail()
     assert spark_connect.url == url and spark_connect.pid != pid
+    assert len(warm_ups(spark_connect)) == warmed + 1
     after = run_python(SESSION_WORKS, connect_env, timeout=120)
     assert after.returncode == 0, after.stderr[-4000:]
     assert last_json(after.stdout)["sum"] == 45

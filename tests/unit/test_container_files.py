@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stack.spark_connect import DEFAULT_WARMUP_MERGES
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "Dockerfile.runner"
 DISPATCHER = ROOT / "Dockerfile.dispatcher"
@@ -197,6 +199,10 @@ def test_compose_services(resolved):
     assert services["spark-connect"]["entrypoint"] == ["python", "-m", "stack.spark_connect"]
     assert services["spark-connect"]["environment"]["CSEP_SPARK_MASTER"] == "local[*]"
     assert services["spark-connect"]["restart"] == "unless-stopped"
+    # The healthcheck's grace covers the server's warm-up before its port opens.
+    assert services["spark-connect"]["environment"]["CSEP_SPARK_CONNECT_WARMUP"] == str(
+        DEFAULT_WARMUP_MERGES)
+    assert services["spark-connect"]["healthcheck"]["start_period"] == "4m0s"
     # Runners are the warm server's clients: the dispatcher passes the URL on by name.
     for name in ("dispatcher", "runner"):
         assert services[name]["environment"]["CSEP_SPARK_MASTER"] == (

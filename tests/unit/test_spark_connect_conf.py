@@ -5,7 +5,8 @@ import zipfile
 import pytest
 
 from runner.spark import SparkSettings, local_cores
-from stack.spark_connect import DELTA_PLUGINS, server_conf
+from stack.connect_driver import WARMUP_MERGES
+from stack.spark_connect import DELTA_PLUGINS, main, server_conf
 
 SETTINGS = SparkSettings(
     jars=("/jars/delta-spark.jar", "/jars/postgresql.jar"),
@@ -31,6 +32,20 @@ def test_server_conf_extends_the_runner_conf():
 
 def test_the_servers_heap_is_a_setting():
     assert server_conf(SETTINGS, "127.0.0.1", 4000, memory="12g")["spark.driver.memory"] == "12g"
+
+
+def test_warmup_merges_reach_the_driver_as_a_property():
+    assert server_conf(SETTINGS, "127.0.0.1", 4000)[WARMUP_MERGES] == "0"
+    assert server_conf(SETTINGS, "127.0.0.1", 4000, warmup_merges=30)[WARMUP_MERGES] == "30"
+    with pytest.raises(ValueError, match="0 or more"):
+        server_conf(SETTINGS, "127.0.0.1", 4000, warmup_merges=-1)
+
+
+def test_the_server_command_refuses_negative_warmup(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--warmup-merges", "-2"])
+    assert exited.value.code == 2
+    assert "--warmup-merges must be 0 or more" in capsys.readouterr().err
 
 
 def test_delta_plugins_come_with_their_jars():
