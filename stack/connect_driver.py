@@ -42,6 +42,7 @@ PARENT_CHECK_SECONDS = 1.0
 #: The Spark property that sets how many MERGEs :func:`warm_up` runs (0 or unset: none).
 WARMUP_MERGES = "spark.csep.connect.warmupMerges"
 WARMUP_PREFIX = "warmup-"
+WARMUP_COLUMNS = "name, completeness, contamination, size"
 WARMUP_SCHEMA = "name STRING, completeness DOUBLE, contamination DOUBLE, size BIGINT"
 
 
@@ -68,12 +69,14 @@ def warm_up(spark, rounds: int, parent: str) -> float:
                 out.write("name\tcompleteness\n")
                 out.writelines(f"genome_{row}\t{round_ + row / 10}\n" for row in range(3))
             text = session.read.text(f"file://{source}", wholetext=True).first()[0]
-            rows = [(name, float(value), 0.5, 1000 * round_)
-                    for name, value in (line.split("\t")
-                                        for line in text.splitlines()[1:])]
-            frame = session.createDataFrame(rows, WARMUP_SCHEMA).selectExpr(
-                "*", f"timestamp_micros({round_}) AS completed")
-            frame.createOrReplaceTempView("warmup_source")
+            # The rows as a local relation, which is what a Connect client's
+            # createDataFrame sends (a classic one's would start Python workers).
+            rows = ", ".join(f"('{name}', {float(value)!r}D, 0.5D, {1000 * round_}L)"
+                             for name, value in (line.split("\t")
+                                                 for line in text.splitlines()[1:]))
+            session.sql(f"SELECT *, timestamp_micros({round_}) AS completed FROM VALUES "
+                        f"{rows} AS source({WARMUP_COLUMNS})"
+                        ).createOrReplaceTempView("warmup_source")
             session.sql("SELECT count_if(name IS NULL), count(*) - count(DISTINCT name) "
                         "FROM warmup_source").collect()
             session.sql(
