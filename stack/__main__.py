@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stack.local import LocalStack
+from stack.spark_connect import warmup_count
 from stack.paths import ROOT
 from stack.replay import DEFAULT_DLQ_TOPIC, DEFAULT_GROUP, DEFAULT_TOPIC
 from stack.state import STATE_FILE, StackState
@@ -62,13 +63,6 @@ def wait_for_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
 
 
 def up(args: argparse.Namespace) -> int:
@@ -116,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                            help="keep the servers up until Ctrl-C")
     up_parser.add_argument("--spark-connect", action="store_true",
                            help="also start a Spark Connect server for sc:// runners")
-    up_parser.add_argument("--warmup-merges", type=_count, default=0, metavar="N",
+    up_parser.add_argument("--warmup-merges", type=warmup_count, default=0, metavar="N",
                            help="the Spark Connect server runs N small MERGEs into a "
                                 "scratch table before it serves (default 0)")
     up_parser.set_defaults(func=up)

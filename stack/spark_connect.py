@@ -221,6 +221,17 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
+def warmup_count(text: str | int) -> int:
+    """A number of warm-up MERGEs from the command line or the environment: 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MERGEs: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _probe_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
@@ -239,16 +250,14 @@ def main(argv: list[str] | None = None) -> int:
                         or DEFAULT_MEMORY,
                         help="the server's JVM heap, e.g. 4g (default "
                              f"$CSEP_SPARK_CONNECT_MEMORY or {DEFAULT_MEMORY})")
-    parser.add_argument("--warmup-merges", type=int,
-                        default=int(os.environ.get("CSEP_SPARK_CONNECT_WARMUP")
-                                    or DEFAULT_WARMUP_MERGES),
+    parser.add_argument("--warmup-merges", type=warmup_count,
+                        default=os.environ.get("CSEP_SPARK_CONNECT_WARMUP")
+                        or DEFAULT_WARMUP_MERGES,
                         help="small MERGEs into a scratch table before serving, so that "
                              "the first imports run at a warm server's speed (default "
                              f"$CSEP_SPARK_CONNECT_WARMUP or {DEFAULT_WARMUP_MERGES}; "
                              "0: none)")
     args = parser.parse_args(argv)
-    if args.warmup_merges < 0:
-        parser.error("--warmup-merges must be 0 or more")
     plugins = tuple(sorted(str(p) for p in args.delta_connect_jars.glob("*.jar"))) if (
         args.delta_connect_jars) else ()
     server = SparkConnectServer(SparkSettings.from_env(), args.data_dir, host=args.host,

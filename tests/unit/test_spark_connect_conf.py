@@ -45,7 +45,15 @@ def test_the_server_command_refuses_negative_warmup(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["--warmup-merges", "-2"])
     assert exited.value.code == 2
-    assert "--warmup-merges must be 0 or more" in capsys.readouterr().err
+    assert "--warmup-merges: must be 0 or more, not -2" in capsys.readouterr().err
+
+
+def test_the_server_command_refuses_a_warmup_that_is_not_a_number(capsys, monkeypatch):
+    monkeypatch.setenv("CSEP_SPARK_CONNECT_WARMUP", "lots")
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert "not a number of MERGEs: 'lots'" in capsys.readouterr().err
 
 
 def test_delta_plugins_come_with_their_jars():
