@@ -24,7 +24,7 @@ from dispatcher.launchers import RUNNER_ENV  # noqa: E402
 from stack import samples  # noqa: E402
 from stack.dispatching import DispatcherProcess, dispatcher_config  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
-from stack.spark_connect import DEFAULT_WARMUP_MERGES  # noqa: E402
+from stack.spark_connect import DEFAULT_WARMUP_MERGES, warmup_count  # noqa: E402
 
 #: The dispatcher tests' importers: ``quick`` does nothing, ``sleepy`` sleeps for the
 #: seconds in its job id (``sleep-60-...``); neither starts Spark.
@@ -35,7 +35,7 @@ TEST_IMAGE = "example.org/csep-dispatch-tests/{}"
 def add_server_warmup(parser: argparse.ArgumentParser) -> None:
     """``--server-warmup N``: the warm-up MERGEs of the stack's Spark Connect server before
     it serves; by default a deployed server's (``python -m stack.spark_connect``)."""
-    parser.add_argument("--server-warmup", type=int, default=DEFAULT_WARMUP_MERGES,
+    parser.add_argument("--server-warmup", type=warmup_count, default=DEFAULT_WARMUP_MERGES,
                         metavar="N", help="warm-up MERGEs of the Spark Connect server "
                                           f"before it serves (default {DEFAULT_WARMUP_MERGES})")
 

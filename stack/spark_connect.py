@@ -148,8 +148,7 @@ class SparkConnectServer:
 
     def __init__(self, settings: SparkSettings, data_dir: Path, *, host: str = "127.0.0.1",
                  port: int | None = None, delta_connect_jars: tuple[str, ...] = (),
-                 memory: str = DEFAULT_MEMORY,
-                 warmup_merges: int = DEFAULT_WARMUP_MERGES) -> None:
+                 memory: str = DEFAULT_MEMORY, warmup_merges: int = 0) -> None:
         self.host = host
         self.port = port or free_ports(1)[0]
         self.data_dir = data_dir

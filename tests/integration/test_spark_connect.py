@@ -202,18 +202,20 @@ print(json.dumps({"sums": sums}))
 """
 
 
-def warm_ups(spark_connect) -> list[int]:
-    """Positions, in the server's log, of its warm-ups' report lines."""
-    log = (spark_connect.data_dir / "spark-connect.log").read_text(errors="replace")
-    report = f"warm-up: {SPARK_CONNECT_WARMUP} MERGEs in "
-    return [i for i in range(len(log)) if log.startswith(report, i)]
+#: The server's report of a warm-up whose MERGEs all committed (counted in the history
+#: of its scratch table).
+WARMED_UP = f"warm-up: {SPARK_CONNECT_WARMUP} MERGEs committed in "
+
+
+def server_log(spark_connect) -> str:
+    return (spark_connect.data_dir / "spark-connect.log").read_text(errors="replace")
 
 
 def test_the_server_warms_up_before_it_serves_and_leaves_no_trace(stack, spark_connect,
                                                                   connect_env):
-    log = (spark_connect.data_dir / "spark-connect.log").read_text(errors="replace")
-    assert warm_ups(spark_connect), log[-4000:]
-    assert warm_ups(spark_connect)[0] < log.index("Spark Connect serving on port")
+    log = server_log(spark_connect)
+    assert WARMED_UP in log, log[-4000:]
+    assert log.index(WARMED_UP) < log.index("Spark Connect serving on port")
     assert "warm-up failed" not in log
     assert not list(spark_connect.data_dir.glob(f"{WARMUP_PREFIX}*"))
     assert str(spark_connect.data_dir) not in stack.postgres.query(
@@ -290,12 +292,12 @@ def test_a_client_killed_mid_query_leaves_the_server_serving(stack, spark_connec
 def test_a_killed_server_is_restarted_on_its_port(stack, spark_connect, connect_env):
     supervisor = stack.spark_connect_supervisor
     restarts, url, pid = supervisor.restarts, spark_connect.url, spark_connect.pid
-    warmed = len(warm_ups(spark_connect))
+    warmed = server_log(spark_connect).count(WARMED_UP)
     os.kill(pid, signal.SIGKILL)
 
     assert supervisor.wait_restarts(restarts + 1, timeout=300), spark_connect.log_tail()
     assert spark_connect.url == url and spark_connect.pid != pid
-    assert len(warm_ups(spark_connect)) == warmed + 1
+    assert server_log(spark_connect).count(WARMED_UP) == warmed + 1
     after = run_python(SESSION_WORKS, connect_env, timeout=120)
     assert after.returncode == 0, after.stderr[-4000:]
     assert last_json(after.stdout)["sum"] == 45
