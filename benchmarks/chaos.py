@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -63,6 +64,8 @@ class Sizes:
     partitions: int = 4
     seed: int = 20261124
     timeout_seconds: float = 1800.0
+    #: The dispatchers' and runners' CSEP_LOG_LEVEL (INFO to follow each event).
+    log_level: str = "WARNING"
 
 
 @attrs.define
@@ -77,6 +80,8 @@ class Report:
     audit_mismatches: int = 0
     seconds: float = 0.0
     problems: list[str] = attrs.Factory(list)
+    #: The audit trail of each job behind a problem (first five): what to read first.
+    trails: list[str] = attrs.Factory(list)
 
     @property
     def ok(self) -> bool:
@@ -215,7 +220,7 @@ class Chaos:
         process = DispatcherProcess(
             self.stack, self.workdir / f"dispatcher-{index}", config,
             env={"CSEP_IMPORTER_DIRS": str(IMPORTERS), "CSEP_CHAOS_TABLE": self.table,
-                 "CSEP_LOG_LEVEL": "WARNING"})
+                 "CSEP_LOG_LEVEL": self.sizes.log_level})
         process.start()
         process.wait_serving(timeout=60)
         return process
@@ -306,12 +311,16 @@ class Chaos:
                            ("no-importer job without its no-op", missing_no_ops),
                            ("dead-lettered for infrastructure", infra)):
             report.problems += [f"{what}: {j}" for j in jobs[:10]]
+        troubled = set(missing_rows) | set(infra)
         for job_id, outcome in [*((j, "succeeded") for j in the_plan.imports),
                                 *((j, "bad_data") for j in the_plan.refused)]:
             problem = self._audit(job_id, outcome)
             if problem:
                 report.audit_mismatches += 1
                 report.problems.append(f"audit of {job_id}: {problem}")
+                troubled.add(job_id)
+        for job_id in sorted(troubled)[:5]:
+            report.trails.append(self._trail(job_id))
 
     def _dead_letters(self) -> list[str]:
         from kafka import KafkaConsumer, TopicPartition
@@ -330,6 +339,35 @@ class Chaos:
             return jobs
         finally:
             consumer.close()
+
+    def _trail(self, job_id: str) -> str:
+        """Every claim and result of the job's spec, one line each, in attempt order."""
+        spec_uri = self.store.spec_uri(job_id, f"t-{job_id}")
+        lines = [f"trail of {job_id} ({spec_uri}):"]
+        for uri in self.store.files(spec_uri):
+            name = uri.rsplit("/", 1)[-1]
+            try:
+                text = self.store.read_text(uri)
+                if name.startswith(claims.CLAIM_PREFIX):
+                    claim = claims.from_yaml(text)
+                    moves = "; ".join(f"taken over by {t.by} at {t.at:%H:%M:%S.%f} from "
+                                      f"{t.previous_owner}" for t in claim.takeovers)
+                    lines.append(f"  {name}: owner {claim.owner}, claimed "
+                                 f"{claim.claimed_at:%H:%M:%S.%f}" + (f"; {moves}" if moves else ""))
+                elif name.startswith("result-"):
+                    from contract import result as results
+                    r = results.from_yaml(text)
+                    lines.append(
+                        f"  {name}: {r.status.value} exit {r.exit_code} by {r.written_by}"
+                        f" {r.started_at:%H:%M:%S.%f}-{r.ended_at:%H:%M:%S.%f}"
+                        f" service {r.service} {r.error_type}: {(r.message or '')[:400]!r}"
+                        + (f"\n    tail: {(r.traceback or '')[-1500:]!r}" if r.status.value
+                           != "succeeded" else ""))
+                else:
+                    lines.append(f"  {name}")
+            except Exception as error:  # a trail is for reading: show what cannot be read
+                lines.append(f"  {name}: unreadable ({error})")
+        return "\n".join(lines)
 
     def _audit(self, job_id: str, outcome: str) -> str | None:
         spec_uri = self.store.spec_uri(job_id, f"t-{job_id}")
@@ -357,12 +395,21 @@ def main(argv: list[str] | None = None) -> int:
     for field in attrs.fields(Sizes):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default),
                             default=field.default)
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="when a count is not zero, copy the dispatchers' logs here")
     args = parser.parse_args(argv)
     sizes = Sizes(**{f.name: getattr(args, f.name) for f in attrs.fields(Sizes)})
     with LocalStack() as stack, tempfile.TemporaryDirectory(prefix="chaos-") as workdir:
         report = Chaos(stack, Path(workdir), sizes)()
+        if not report.ok and args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in Path(workdir).glob("dispatcher-*/dispatcher.log"):
+                shutil.copy(log, args.keep_logs / f"{log.parent.name}.log")
+            print(f"dispatcher logs kept in {args.keep_logs}", file=sys.stderr)
     for problem in report.problems[:30]:
         print(f"  {problem}", file=sys.stderr)
+    for trail in report.trails:
+        print(trail, file=sys.stderr)
     print(f"chaos run: {report.seconds:.0f} s, {report.s3_restarts} S3 restart(s)",
           file=sys.stderr)
     print(report.line())
