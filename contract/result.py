@@ -3,8 +3,8 @@
 Every attempt ends with exactly one result file: the runner writes it, or, when the
 runner was killed or timed out before it could, the dispatcher writes it on its behalf.
 The result files of a spec are therefore its attempts, which survives dispatcher restarts
-and rebalances; those with status ``infrastructure_failure`` are kept for the audit but
-do not count against ``max_attempts`` (the event was not at fault).
+and rebalances; those with status ``infrastructure_failure`` or ``write_conflict`` are kept
+for the audit but do not count against ``max_attempts`` (the event was not at fault).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class Status(enum.StrEnum):
     #: A service was unreachable (``service`` names it): recorded, but not counted
     #: against the importer's ``max_attempts``.
     INFRASTRUCTURE = "infrastructure_failure"
+    #: Exit 75: every run of the importer lost its commit to another writer of the same
+    #: table. Nothing is wrong with the event; not counted against ``max_attempts``.
+    WRITE_CONFLICT = "write_conflict"
     KILLED = "killed"        # written by the dispatcher: the runner died by a signal
     TIMED_OUT = "timed_out"  # written by the dispatcher: killed after the importer's timeout
 
@@ -51,10 +54,17 @@ _STATUS_OF_EXIT = {ExitCode.OK: Status.SUCCEEDED, ExitCode.BAD_SPEC: Status.BAD_
                    ExitCode.UNAVAILABLE: Status.INFRASTRUCTURE}
 
 
+#: Attempts that say nothing about the event: a service it needed was down, or another
+#: writer kept winning the race to commit to its table.
+NOT_THE_EVENT_S = frozenset({Status.INFRASTRUCTURE, Status.WRITE_CONFLICT})
+#: Verdicts about the event itself: running it again gives the same answer.
+REFUSALS = frozenset({Status.BAD_SPEC, Status.BAD_DATA})
+
+
 def counts_as_attempt(result: RunResult | None) -> bool:
     """Whether a recorded attempt spends one of the event's ``max_attempts``; an
     unreadable result file (None) does."""
-    return result is None or result.status is not Status.INFRASTRUCTURE
+    return result is None or result.status not in NOT_THE_EVENT_S
 
 
 def status_for_exit_code(code: int) -> Status:

@@ -9,8 +9,8 @@ Each attempt is claimed before its runner starts (:mod:`contract.claim`), so two
 dispatchers holding copies of one completion never run it twice at once, and its result
 file is chosen then. Reading the claims and results tells how many attempts the event
 has spent, which survives restarts and rebalances. Attempts that ended on an
-infrastructure failure or that a stopped dispatcher left behind are recorded but not
-spent (:func:`contract.result.counts_as_attempt`).
+infrastructure failure or a write conflict, or that a stopped dispatcher left behind, are
+recorded but not spent (:func:`contract.result.counts_as_attempt`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,13 @@ class Attempts:
     first_started: datetime | None = None       # of the first spent attempt
     latest: results.RunResult | None = None     # the latest readable result
     open: Claimed | None = None                 # a claimed attempt without a result yet
+    #: Attempts that lost every commit race (``write_conflict``): not spent, but they pace
+    #: the next one; and when the first of them started.
+    conflicts: int = 0
+    first_conflict_started: datetime | None = None
+    #: The latest result, when it is a verdict about the event (bad data, a bad spec)
+    #: that a run of the same spec would give again.
+    refusal: results.RunResult | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -106,14 +113,20 @@ class AttemptLedger:
             open_claim = None
             if last and claims.result_name_for(last) not in named:
                 open_claim = self._read_claim(claim_uris[-1])
-        counted = [r for _, r in read
-                   if results.counts_as_attempt(r) and (since is None or r is None
-                                                         or r.ended_at > since)]
+        current = [r for _, r in read if since is None or r is None or r.ended_at > since]
+        counted = [r for r in current if results.counts_as_attempt(r)]
+        conflicts = [r for r in current
+                     if r is not None and r.status is results.Status.WRITE_CONFLICT]
         readable = [r for _, r in read if r is not None]
         first = next((r for r in counted if r is not None), None)
-        return Attempts(last_attempt=last, spent=len(counted),
-                        first_started=first.started_at if first else None,
-                        latest=readable[-1] if readable else None, open=open_claim)
+        latest = readable[-1] if readable else None
+        return Attempts(
+            last_attempt=last, spent=len(counted),
+            first_started=first.started_at if first else None, latest=latest,
+            open=open_claim, conflicts=len(conflicts),
+            first_conflict_started=conflicts[0].started_at if conflicts else None,
+            refusal=latest if latest is not None and latest.status in results.REFUSALS
+            and latest in current else None)
 
     def claim(self, spec_uri: str, attempt: int) -> claims.AttemptClaim | None:
         """Claim attempt ``attempt``; None when another dispatcher claimed it first."""

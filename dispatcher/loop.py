@@ -350,6 +350,8 @@ class Dispatcher:
         work.attempts = self._attempts(work)
         if work.attempts.succeeded:
             return work.conclude(Outcome.IMPORTED)  # imported, but the commit was lost
+        if work.attempts.refusal is not None:
+            return self._refused_already(work, work.attempts.refusal)
         work.source.started(work.event)
         work.stage = Stage.QUEUED
         if work.attempts.spent and self._next_delay(work) is None:
@@ -396,6 +398,8 @@ class Dispatcher:
             work.stage = Stage.QUEUED  # no attempt spent; the breaker paces the next launch
             return
         self.breakers.succeeded(_RUNNER_SERVICES)
+        if recorded.status is results.Status.WRITE_CONFLICT:
+            return self._lost_to_other_writers(work, recorded)
         outcome = verdict(ended)
         message = recorded.message or recorded.status.value
         log.info("runner exited: %s", outcome.value, extra={
@@ -501,6 +505,9 @@ class Dispatcher:
         if work.attempts.succeeded:
             work.conclude(Outcome.IMPORTED)  # the other copy imported it
             return None
+        if work.attempts.refusal is not None:  # the other copy's attempt refused it
+            self._refused_already(work, work.attempts.refusal)
+            return None
         if work.attempts.spent and self._next_delay(work) is None:
             self._exhausted(work, last_exit=None)
             return None
@@ -562,6 +569,38 @@ class Dispatcher:
             result = self.ledger.result(work.spec_uri, work.claim) or result
         work.attempts = self._attempts(work)
         return result
+
+    def _lost_to_other_writers(self, work: Work, recorded: results.RunResult) -> None:
+        """Every run of the import lost its commit to another writer of its table (runners
+        of other events MERGEing into it): the attempt is not spent, since it says nothing
+        about the event, and the import runs again after a back-off that grows with such
+        attempts, until the policy's ``max_elapsed_seconds``."""
+        self.metrics.write_conflicts.labels(work.importer.name).inc()
+        started = work.attempts.first_conflict_started or now()
+        delay = work.policy.after_conflicts(work.attempts.conflicts,
+                                            (now() - started).total_seconds())
+        message = recorded.message or recorded.status.value
+        if delay is None:
+            return work.conclude(Outcome.DEAD_LETTERED, dlq.Failure(
+                f"lost its commit to other writers of its table in {work.attempts.conflicts} "
+                f"attempt(s) over {work.policy.max_elapsed_seconds:.0f} s; last: {message}",
+                "WriteConflict", recorded.traceback or "", work.spec_uri, work.attempts.spent,
+                recorded.exit_code))
+        log.warning("every run of the import lost its commit to another writer of its table; "
+                    "running it again in %.1f s, no attempt spent: %s", delay, message,
+                    extra=work.context)
+        work.stage, work.not_before = Stage.QUEUED, time.monotonic() + delay
+
+    def _refused_already(self, work: Work, refusal: results.RunResult) -> None:
+        """An attempt of this spec refused the event (bad data, a bad spec) and the event
+        came back: its dispatcher stopped before committing it, or it was announced twice.
+        The same spec would be refused again: dead-lettered with that verdict, unrun."""
+        log.info("an attempt refused this event already (%s): dead-lettered without "
+                 "running it again", refusal.status.value, extra=work.context)
+        work.conclude(Outcome.DEAD_LETTERED, dlq.Failure(
+            f"runner exit {refusal.exit_code}: {refusal.message or refusal.status.value}",
+            "RunnerFailed", refusal.traceback or "", work.spec_uri, work.attempts.spent,
+            refusal.exit_code))
 
     def _next_delay(self, work: Work) -> float | None:
         start = work.attempts.first_started or now()

@@ -29,6 +29,9 @@ class Metrics:
                                registry=self.registry)
         self.dead_letters = Counter("csep_dead_letters", "Events put on the DLQ", ["error_class"],
                                     registry=self.registry)
+        self.write_conflicts = Counter(
+            "csep_write_conflicts", "Attempts that lost every commit to another writer of "
+            "their table (run again, not spent)", ["importer"], registry=self.registry)
         self.in_flight = Gauge("csep_runners_in_flight", "Runners running now",
                                registry=self.registry)
         self.buffered = Gauge("csep_events_buffered", "Events taken in and not finished",

@@ -43,12 +43,27 @@ class RetryPolicy:
 
         ``attempts_made`` attempts have failed; the first started ``elapsed_seconds`` ago.
         """
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-        state.attempt_number = attempts_made
-        state.outcome_timestamp = state.start_time + elapsed_seconds
+        state = _state(attempts_made, elapsed_seconds)
         if self.stop(state):
             return None
         return self.wait(state)
+
+    def after_conflicts(self, conflicts: int, elapsed_seconds: float) -> float | None:
+        """Seconds to wait before running an import again that lost its commit to other
+        writers in ``conflicts`` attempts, the first ``elapsed_seconds`` ago; None once
+        ``max_elapsed_seconds`` have passed. Such attempts are not spent, so only the
+        elapsed time bounds them; the back-off grows with them like the attempts'."""
+        state = _state(conflicts, elapsed_seconds)
+        if stop_after_delay(self.max_elapsed_seconds)(state):
+            return None
+        return self.wait(state)
+
+
+def _state(attempt_number: int, elapsed_seconds: float) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+    state.attempt_number = attempt_number
+    state.outcome_timestamp = state.start_time + elapsed_seconds
+    return state
 
 
 class Verdict(enum.Enum):

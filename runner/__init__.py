@@ -1,9 +1,11 @@
 """The one-shot runner: ``python -m runner SPEC`` imports one CTS job's output.
 
-Importers may raise :class:`BadDataError` (exit 65, not retried) and
-:class:`TemporaryFailure` (exit 75, retried); any other exception exits 70.
+Importers may raise :class:`BadDataError` (exit 65, not retried),
+:class:`TemporaryFailure` (exit 75, retried) and :class:`WriteConflict` (exit 75, retried
+without spending an attempt: another writer kept committing to the table first); any
+other exception exits 70.
 """
 
-from runner.errors import BadDataError, TemporaryFailure
+from runner.errors import BadDataError, TemporaryFailure, WriteConflict
 
-__all__ = ["BadDataError", "TemporaryFailure"]
+__all__ = ["BadDataError", "TemporaryFailure", "WriteConflict"]

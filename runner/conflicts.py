@@ -7,12 +7,16 @@ commits nothing. Nothing is wrong with the data or the importer; the same import
 again on the new version of the table succeeds. Importers are idempotent (a replayed
 event leaves the tables unchanged), so the runner runs the importer again itself, after
 a short random pause, rather than failing the attempt and waiting for the dispatcher's
-back-off and a new runner. A conflict that persists is a temporary failure (exit 75).
+back-off and a new runner. A conflict that persists ends the attempt as a
+:class:`~runner.errors.WriteConflict` (exit 75, status ``write_conflict``), which does not
+spend one of the event's attempts: losing a race says nothing about the event, and with
+several runners on one table a run can lose many in a row.
 
 Over Spark Connect these errors reach Python as ``UnknownException`` carrying the Java
 class and Delta's error condition in their text; through a classic session, as a
-converted exception or a ``Py4JJavaError`` with the same text. Importing this module does
-not import pyspark.
+converted exception or a ``Py4JJavaError`` with the same text. delta-rs (the ``deltalake``
+package) raises ``CommitFailedError`` naming the concurrent transaction. Importing this
+module does not import pyspark.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TypeVar
 import tenacity
 
 from common.faults import causes, one_line
-from runner.errors import TemporaryFailure
+from runner.errors import WriteConflict
 from runner.logs import log
 
 T = TypeVar("T")
@@ -34,6 +38,11 @@ _CONDITION = re.compile(
     r"\bDELTA_(?:CONCURRENT_[A-Z_]+|METADATA_CHANGED|PROTOCOL_CHANGED)\b")
 _JAVA_CLASS = re.compile(
     r"\bio\.delta\.exceptions\.(?:Concurrent\w+|MetadataChanged|ProtocolChanged)Exception\b")
+#: delta-rs's ``CommitFailedError`` for a lost race (its CommitConflictError and
+#: VersionAlreadyExists), as opposed to one for a failed write.
+_DELTA_RS_CONFLICT = re.compile(
+    r"^CommitFailedError: .*(?:\bconcurrent transaction|\bsince last commit\b"
+    r"|Tried committing existing table version)", re.IGNORECASE | re.DOTALL)
 
 #: Runs of the importer, the first included, before a conflict is a temporary failure.
 RUNS = 6
@@ -45,9 +54,10 @@ MAX_PAUSE = 4.0
 
 def is_write_conflict(error: BaseException) -> bool:
     """Whether ``error``, or an exception it was raised from, is a Delta commit that lost
-    to a concurrent writer."""
-    return any(_CONDITION.search(text) or _JAVA_CLASS.search(text)
-               for text in map(_text, causes(error)))
+    to a concurrent writer (or the importer's own :class:`WriteConflict`)."""
+    return any(isinstance(e, WriteConflict) for e in causes(error)) or any(
+        _CONDITION.search(text) or _JAVA_CLASS.search(text) or _DELTA_RS_CONFLICT.search(text)
+        for text in map(_text, causes(error)))
 
 
 def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = PAUSE,
@@ -55,7 +65,7 @@ def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = P
     """``run()``, again after each Delta write conflict, up to ``runs`` runs in all.
 
     Returns what ``run`` returns. Any other exception propagates at once. When the last
-    run still conflicts, raises :class:`~runner.errors.TemporaryFailure` from its error.
+    run still conflicts, raises :class:`~runner.errors.WriteConflict` from its error.
     """
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_write_conflict),
@@ -69,7 +79,7 @@ def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = P
     except Exception as error:
         if not is_write_conflict(error):
             raise
-        raise TemporaryFailure(
+        raise WriteConflict(
             f"Delta write conflict in each of {runs} runs of the importer (another writer "
             f"kept committing to the same table): {one_line(error, 300)}") from error
 

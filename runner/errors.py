@@ -33,6 +33,20 @@ class TemporaryFailure(RunnerError):
     status = Status.TEMPORARY_FAILURE
 
 
+class WriteConflict(RunnerError):
+    """Another writer committed to the table first, in every run of the importer (exit 75,
+    status ``write_conflict``): the import is fine and would commit on a quieter table.
+    The attempt is recorded but not spent; the dispatcher runs it again after a back-off.
+
+    The runner raises it itself after Delta's conflict errors (see
+    :mod:`runner.conflicts`); an importer that commits through its own retry loop may
+    raise it when that loop gives up.
+    """
+
+    exit_code = ExitCode.TEMPORARY
+    status = Status.WRITE_CONFLICT
+
+
 class ServiceUnavailable(RunnerError):
     """A service the runner needs (``s3``, ``metastore``, ``spark``) could not be reached
     (exit 69): the attempt is recorded but not spent, and the dispatcher waits for the

@@ -160,3 +160,65 @@ def test_s3_failures_are_infrastructure_not_poison(lane):
     assert lane.committed()[0] is None
     assert lane.dead_letters(0, timeout=1) == []
     assert not lane.done("s3-down-1")
+
+
+def test_attempts_lost_to_other_writers_of_the_table_are_not_spent(lane):
+    # The chaos run's loss: with a dozen runners MERGEing into one table, an import lost its
+    # commit in every run of three attempts and was dead-lettered as retries exhausted.
+    # Here each of the first two runner processes loses every run to a real concurrent
+    # commit, and the importer allows one attempt.
+    from collections import Counter
+
+    from deltalake import DeltaTable
+
+    lane.job("conflicted-1", "conflicted")
+    lane.complete("conflicted-1")
+    dispatcher = lane.dispatcher()
+
+    wait_until(lambda: lane.committed()[0] == 1, 120, "the event's commit")
+    assert lane.dead_letters(0, timeout=1) == []
+    results = lane.results("conflicted-1")
+    assert [(r.status.value, r.exit_code) for r in results] == [
+        ("write_conflict", 75), ("write_conflict", 75), ("succeeded", 0)]
+    assert "Delta write conflict in each of 6 runs" in results[0].message
+    rows = Counter(DeltaTable(str(lane.state_dir / "conflicted-1.delta"))
+                   .to_pyarrow_table().column("id").to_pylist())
+    assert rows == {"other-writer-1": 6, "other-writer-2": 6, "conflicted-1": 1}
+    metrics = dispatcher.metrics()
+    assert 'csep_write_conflicts_total{importer="dispatch_test_conflicted"} 2.0' in metrics
+    assert 'csep_events_total{outcome="imported"} 1.0' in metrics
+    assert dispatcher.stop() == 0
+
+
+def test_an_event_refused_before_its_dispatcher_stopped_is_dead_lettered_unrun(lane):
+    # What a dispatcher killed between its runner's verdict (bad data) and the commit
+    # leaves: attempt 1's claim and result. The redelivered event is refused again from
+    # that record; running the same spec would refuse it again.
+    from contract import claim as claims
+    from contract import result as results
+    from dispatcher.ledger import now
+
+    lane.job("refused-then-redelivered", "bad_data")
+    spec_uri = lane.store.spec_uri("refused-then-redelivered", "t-refused-then-redelivered")
+    claim = claims.AttemptClaim(attempt=1, owner="host/1/stopped", claimed_at=now(),
+                                lease_until=now(), result_name=claims.result_name_for(1))
+    lane.store.write_text(spec_uri.replace("spec.yaml", claims.claim_name(1)),
+                          claims.to_yaml(claim))
+    lane.store.write_text(spec_uri.replace("spec.yaml", claim.result_name), results.to_yaml(
+        results.RunResult(spec_uri=spec_uri, job_id="refused-then-redelivered",
+                          status=results.Status.BAD_DATA, exit_code=65, started_at=now(),
+                          ended_at=now(), error_type="BadDataError",
+                          message="row 3 of the report is truncated")))
+    lane.complete("refused-then-redelivered")
+    dispatcher = lane.dispatcher()
+
+    [letter] = lane.dead_letters(1)
+    context = headers(letter)
+    assert context["__connect.errors.exception.class.name"] == "RunnerFailed"
+    assert context["__csep.errors.exit.code"] == "65"
+    assert context["__csep.errors.attempts"] == "1"
+    assert "row 3 of the report is truncated" in json.loads(letter.value)["error_dlq"]
+    wait_until(lambda: lane.committed()[0] == 1, 30, "the commit")
+    assert lane.attempts("refused-then-redelivered") == 0  # no runner ran
+    assert len(lane.results("refused-then-redelivered")) == 1
+    assert dispatcher.stop() == 0

@@ -5,7 +5,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from runner.conflicts import is_write_conflict, run_until_committed
-from runner.errors import BadDataError, TemporaryFailure
+from runner.errors import BadDataError, TemporaryFailure, WriteConflict
 
 # As a Spark Connect client sees them (pyspark.errors.exceptions.connect.UnknownException).
 CONNECT_TEXT = (
@@ -109,10 +109,52 @@ def test_a_failure_after_a_conflict_is_what_is_raised():
     assert calls == [1, 2]
 
 
-def test_a_conflict_in_every_run_is_a_temporary_failure():
+def test_a_conflict_in_every_run_ends_the_attempt_as_a_write_conflict():
     conflict = UnknownException(CONNECT_TEXT)
     run, calls = failing_then([conflict] * 3)
-    with pytest.raises(TemporaryFailure, match="conflict in each of 3 runs") as raised:
+    with pytest.raises(WriteConflict, match="conflict in each of 3 runs") as raised:
         run_until_committed(run, runs=3, pause=0)
     assert raised.value.__cause__ is conflict
     assert calls == [1, 2, 3]
+    # Exit 75 as the contract says, with a status that spends no attempt.
+    assert raised.value.exit_code == 75 and raised.value.status.value == "write_conflict"
+    assert not isinstance(raised.value, TemporaryFailure)
+
+
+def delta_rs_conflict(path) -> Exception:
+    """The error delta-rs raises for a MERGE that lost to a concurrent append: a real one,
+    made on a local table (a snapshot read, another writer commits, the MERGE commits)."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    write_deltalake(str(path), pa.table({"id": pa.array([], pa.string())}), mode="append")
+    snapshot = DeltaTable(str(path))
+    write_deltalake(str(path), pa.table({"id": ["theirs"]}), mode="append")
+    try:
+        (snapshot.merge(pa.table({"id": ["ours"]}), predicate="t.id = s.id",
+                        source_alias="s", target_alias="t")
+         .when_not_matched_insert_all().execute())
+    except Exception as error:
+        return error
+    raise AssertionError("the MERGE on a stale snapshot committed")
+
+
+def test_a_delta_rs_merge_that_lost_the_race_is_a_conflict(tmp_path):
+    error = delta_rs_conflict(tmp_path / "table")
+    assert type(error).__name__ == "CommitFailedError"
+    assert is_write_conflict(error)
+
+
+def test_an_importer_s_own_write_conflict_runs_it_again():
+    run, calls = failing_then([WriteConflict("gave up after 20 races"), "done"])
+    assert run_until_committed(run, runs=6, pause=0) == "done"
+    assert calls == [1, 2]
+
+
+def test_a_delta_rs_commit_that_failed_for_another_reason_is_not_a_conflict():
+    CommitFailedError = type("CommitFailedError", (Exception,), {})
+    assert not is_write_conflict(CommitFailedError(
+        "Failed to commit transaction: Generic S3 error: Error after 10 retries: connection "
+        "refused"))
+    assert is_write_conflict(CommitFailedError(
+        "Failed to commit transaction: Tried committing existing table version: 7"))

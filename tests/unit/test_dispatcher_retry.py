@@ -37,3 +37,11 @@ def test_backoff_is_capped():
 ])
 def test_verdict_follows_the_exit_code_contract(ended, expected):
     assert verdict(ended) is expected
+
+
+def test_attempts_lost_to_other_writers_are_paced_by_the_back_off_and_bounded_by_time():
+    # Not spent: far past max_attempts, an import that keeps losing races runs again...
+    assert 2 <= POLICY.after_conflicts(1, 0) <= 3
+    assert POLICY.after_conflicts(50, 599) <= 11
+    # ... until max_elapsed_seconds since the first of them.
+    assert POLICY.after_conflicts(1, 601) is None

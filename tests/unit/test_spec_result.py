@@ -1,7 +1,7 @@
 """Spec and result YAML round trips, and what the runner refuses before any work."""
 
 from __future__ import annotations
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -173,3 +173,16 @@ def test_exit_codes_map_to_the_statuses_the_runner_writes():
         Status.SUCCEEDED, Status.BAD_SPEC, Status.BAD_DATA, Status.INFRASTRUCTURE,
         Status.TEMPORARY_FAILURE, Status.FAILED, Status.FAILED, Status.FAILED]
     assert status_for_exit_code(ExitCode.BAD_DATA) is Status.BAD_DATA
+
+
+def test_only_attempts_that_say_something_about_the_event_are_spent():
+    from contract.result import RunResult, Status, counts_as_attempt
+
+    def result(status):
+        return RunResult(spec_uri="s3://b/spec.yaml", job_id="j", status=status, exit_code=75,
+                         started_at=datetime(2026, 11, 20, tzinfo=timezone.utc),
+                         ended_at=datetime(2026, 11, 20, tzinfo=timezone.utc))
+
+    not_spent = {Status.INFRASTRUCTURE, Status.WRITE_CONFLICT}
+    assert {s for s in Status if not counts_as_attempt(result(s))} == not_spent
+    assert counts_as_attempt(None)  # an unreadable result file
