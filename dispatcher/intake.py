@@ -30,7 +30,8 @@ class Intake:
     def __init__(self, consumer, topics: list[str], *, call_timeout_seconds: float,
                  max_uncommitted_span: int,
                  on_lost: Callable[[set[TopicPartition]], None],
-                 cooperative: bool = True) -> None:
+                 cooperative: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.consumer = consumer
         self.topics = topics
         self.call_timeout_ms = int(call_timeout_seconds * 1000)
@@ -38,6 +39,7 @@ class Intake:
         self.on_lost = on_lost
         self.cooperative = cooperative
         self.offsets = OffsetTracker()
+        self.clock = clock
         self._last_lag = 0.0
 
     def subscribe(self) -> None:
@@ -97,9 +99,9 @@ class Intake:
     def lag(self, every_seconds: float = 5.0) -> dict[TopicPartition, int] | None:
         """Records behind the end of each assigned partition, at most every few seconds
         (None in between). Raises ServiceFailure (kafka) past the deadline."""
-        if time.monotonic() - self._last_lag < every_seconds:
+        if self.clock() - self._last_lag < every_seconds:
             return None
-        self._last_lag = time.monotonic()
+        self._last_lag = self.clock()
         assigned = self.consumer.assignment()
         if not assigned:
             return {}

@@ -31,10 +31,11 @@ from contract import claim as claims
 from contract import result as results
 from contract import spec as specs
 from contract.store import DRIFT_PREFIX, SpecStore
+from dispatcher.clock import SYSTEM_CLOCK, Clock
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return SYSTEM_CLOCK.now()
 
 
 #: This dispatcher process, as named in the claims it makes.
@@ -74,10 +75,12 @@ class Attempts:
 
 class AttemptLedger:
     def __init__(self, store: SpecStore, lease_seconds: float = 60.0,
-                 owner: str = OWNER) -> None:
+                 owner: str = OWNER, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self.lease = timedelta(seconds=lease_seconds)
         self.owner = owner
+        #: The time written in claims and results (a test's clock, in unit tests).
+        self.clock = clock
 
     # -- the spec -------------------------------------------------------------------------
 
@@ -91,7 +94,8 @@ class AttemptLedger:
                 return uri, {}
             drift = _drift(existing, spec)
             if drift:
-                text = yaml.safe_dump({"observed_at": now().isoformat(), "differences": drift},
+                text = yaml.safe_dump({"observed_at": self.clock.now().isoformat(),
+                                       "differences": drift},
                                       sort_keys=False, allow_unicode=True)
                 digest = hashlib.sha256(yaml.safe_dump(drift).encode()).hexdigest()[:16]
                 self.store.write_text_if_absent(
@@ -130,8 +134,9 @@ class AttemptLedger:
 
     def claim(self, spec_uri: str, attempt: int) -> claims.AttemptClaim | None:
         """Claim attempt ``attempt``; None when another dispatcher claimed it first."""
+        at = self.clock.now()
         claim = claims.AttemptClaim(
-            attempt=attempt, owner=self.owner, claimed_at=now(), lease_until=now() + self.lease,
+            attempt=attempt, owner=self.owner, claimed_at=at, lease_until=at + self.lease,
             result_name=claims.result_name_for(attempt))
         with calling("s3", "claiming an attempt"):
             created = self.store.write_text_if_absent(self._claim_uri(spec_uri, attempt),
@@ -140,10 +145,11 @@ class AttemptLedger:
 
     def take_over(self, spec_uri: str, stale: Claimed) -> claims.AttemptClaim | None:
         """Take over an attempt whose owner's lease ran out; None if someone else did."""
+        at = self.clock.now()
         claim = attrs.evolve(
-            stale.claim, owner=self.owner, lease_until=now() + self.lease,
+            stale.claim, owner=self.owner, lease_until=at + self.lease,
             takeovers=(*stale.claim.takeovers, claims.Takeover(
-                by=self.owner, at=now(), previous_owner=stale.claim.owner)))
+                by=self.owner, at=at, previous_owner=stale.claim.owner)))
         with calling("s3", "taking over an attempt"):
             taken = self.store.replace_text_if_match(stale.uri, claims.to_yaml(claim),
                                                      stale.etag)
@@ -156,7 +162,7 @@ class AttemptLedger:
             current = self._read_claim(uri)
             if current is None or current.claim.owner != self.owner:
                 return None
-            renewed = attrs.evolve(current.claim, lease_until=now() + self.lease)
+            renewed = attrs.evolve(current.claim, lease_until=self.clock.now() + self.lease)
             ok = self.store.replace_text_if_match(uri, claims.to_yaml(renewed), current.etag)
         return renewed if ok else None
 
@@ -167,9 +173,8 @@ class AttemptLedger:
         with calling("s3", "releasing an attempt"):
             current = self._read_claim(uri)
             if current is not None and current.claim.owner == self.owner:
-                self.store.replace_text_if_match(
-                    uri, claims.to_yaml(attrs.evolve(current.claim, lease_until=now())),
-                    current.etag)
+                ended = attrs.evolve(current.claim, lease_until=self.clock.now())
+                self.store.replace_text_if_match(uri, claims.to_yaml(ended), current.etag)
 
     def result(self, spec_uri: str, claim: claims.AttemptClaim) -> results.RunResult | None:
         """The result of a claimed attempt, if written (an unreadable one: a placeholder)."""
@@ -179,7 +184,7 @@ class AttemptLedger:
                 return None
             return self._read_result(uri) or results.RunResult(
                 spec_uri=spec_uri, job_id="", status=results.Status.FAILED, exit_code=70,
-                started_at=claim.claimed_at, ended_at=now(),
+                started_at=claim.claimed_at, ended_at=self.clock.now(),
                 message="the runner's result file is unreadable")
 
     def record(self, claim: claims.AttemptClaim, result: results.RunResult) -> bool:
@@ -209,8 +214,10 @@ class AttemptLedger:
             return None
 
 
-def lease_expired(claimed: Claimed | None) -> bool:
-    return claimed is None or claimed.claim.lease_until <= now()
+def lease_expired(claimed: Claimed | None, at: datetime | None = None) -> bool:
+    """Whether ``claimed`` (None: an unreadable claim) has no lease left at ``at``
+    (default: now)."""
+    return claimed is None or claimed.claim.lease_until <= (at or now())
 
 
 def _attempt_number(uri: str) -> int:

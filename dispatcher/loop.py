@@ -44,11 +44,12 @@ from contract import result as results
 from contract.spec import EventRef
 from dispatcher import dlq, events
 from dispatcher.breakers import Breakers
+from dispatcher.clock import SYSTEM_CLOCK, Clock
 from dispatcher.config import Config
 from dispatcher.intake import Intake
 from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit, RunnerHandle
 from contract.claim import AttemptClaim
-from dispatcher.ledger import AttemptLedger, Attempts, lease_expired, now
+from dispatcher.ledger import OWNER, AttemptLedger, Attempts, lease_expired
 from dispatcher.metrics import Health, Metrics
 from dispatcher.retry import RetryPolicy, Verdict, verdict
 from dispatcher.slots import RunnerSlots
@@ -187,11 +188,16 @@ class Work:
 class Dispatcher:
     """Consumes ``config.kafka.topic`` (and ``config.kafka.s3_topic``, when set) until
     :meth:`stop` or a persistent infrastructure failure; :meth:`run` returns the process
-    exit status."""
+    exit status.
+
+    ``clock`` is what the loop reads time through (the system's, but for unit tests);
+    ``owner`` names this dispatcher in the attempts it claims."""
 
     def __init__(self, config: Config, *, consumer, producer, cts, store, registry,
-                 launcher, metrics: Metrics, health: Health) -> None:
+                 launcher, metrics: Metrics, health: Health, clock: Clock = SYSTEM_CLOCK,
+                 owner: str = OWNER) -> None:
         self.config = config
+        self.clock = clock
         # The S3 source reads objects with the spec store's client (same credentials).
         self.sources = {"cts": CtsSource(cts, registry), "s3": S3Source(store.client, registry)}
         self.topic_sources = {config.kafka.topic: self.sources["cts"]}
@@ -201,15 +207,16 @@ class Dispatcher:
                              call_timeout_seconds=config.kafka.call_timeout_seconds,
                              max_uncommitted_span=config.max_uncommitted_span,
                              on_lost=self._partitions_lost,
-                             cooperative=config.kafka.assignor == "cooperative-sticky")
+                             cooperative=config.kafka.assignor == "cooperative-sticky",
+                             clock=clock.monotonic)
         self.dead_letters = dlq.DeadLetterQueue(producer, config.kafka.dlq_topic,
                                                 config.kafka.call_timeout_seconds)
-        self.ledger = AttemptLedger(store, config.attempt_lease_seconds)
+        self.ledger = AttemptLedger(store, config.attempt_lease_seconds, owner, clock)
         self.registry = registry
         self.launcher = launcher
         self.metrics = metrics
         self.health = health
-        self.breakers = Breakers(config.infrastructure_budget_seconds)
+        self.breakers = Breakers(config.infrastructure_budget_seconds, clock=clock.monotonic)
         self.streaks = DeadLetterStreaks(config.dead_letter_streak)
         self.health.problems = lambda: "; ".join(
             filter(None, [self.breakers.problem(), self.streaks.problem()])) or None
@@ -265,15 +272,16 @@ class Dispatcher:
             log.warning("%s", failure, exc_info=not isinstance(error, ServiceFailure))
             self.breakers.failed("kafka", str(failure))
             self.metrics.infrastructure_failures.labels("kafka").inc()
-            time.sleep(0.5)
+            self.clock.sleep(0.5)
         self._check_budget()
 
     def _advance_all(self, draining: bool) -> None:
-        deadline = time.monotonic() + self.config.turn_budget_seconds
+        clock = self.clock
+        deadline = clock.monotonic() + self.config.turn_budget_seconds
         for work in list(self.work.values()):
-            if time.monotonic() > deadline:
+            if clock.monotonic() > deadline:
                 break  # the rest moves next turn, after a poll
-            if work.not_before <= time.monotonic() and (not draining or work.stage in _DRAINED):
+            if work.not_before <= clock.monotonic() and (not draining or work.stage in _DRAINED):
                 self._advance(work)
 
     def _take_in(self, record) -> None:
@@ -320,7 +328,7 @@ class Dispatcher:
         if work.stage is not stage and stage is not Stage.RUNNING:
             self.breakers.succeeded(_services(work, stage))  # a step went through: they answered
         # A prepared event launches, and an ended one finishes, in the same turn.
-        if work.stage is not stage and work.not_before <= time.monotonic() and (
+        if work.stage is not stage and work.not_before <= self.clock.monotonic() and (
                 work.stage is Stage.FINISH or (stage, work.stage) == (Stage.PREPARE,
                                                                       Stage.QUEUED)):
             self._advance(work)
@@ -375,7 +383,7 @@ class Dispatcher:
             raise ServiceFailure("launcher", Fault.INFRASTRUCTURE,
                                  f"launching a runner: {one_line(error)}", "LaunchError") from error
         self.slots.take(name)
-        work.started_at = now()
+        work.started_at = self.clock.now()
         work.stage = Stage.RUNNING
         log.info("runner started", extra={**work.context, "attempt": request.attempt})
 
@@ -414,7 +422,7 @@ class Dispatcher:
             self._exhausted(work, ended, message)
         else:
             self.metrics.retries.labels(work.importer.name).inc()
-            work.stage, work.not_before = Stage.QUEUED, time.monotonic() + delay
+            work.stage, work.not_before = Stage.QUEUED, self.clock.monotonic() + delay
 
     def _finish(self, work: Work) -> None:
         if work.outcome is Outcome.DEAD_LETTERED and not work.dead_letter_sent:
@@ -493,7 +501,7 @@ class Dispatcher:
 
     def _attempts(self, work: Work) -> Attempts:
         """Attempts made on this spec so far; a DLQ replay starts a fresh count."""
-        since = (datetime.fromtimestamp(work.record.timestamp / 1000, now().tzinfo)
+        since = (datetime.fromtimestamp(work.record.timestamp / 1000, self.clock.now().tzinfo)
                  if dlq.is_replay(work.record.headers) else None)
         return self.ledger.attempts(work.spec_uri, since)
 
@@ -512,10 +520,11 @@ class Dispatcher:
             self._exhausted(work, last_exit=None)
             return None
         running = work.attempts.open
-        if running is not None and not lease_expired(running):
+        if running is not None and not lease_expired(running, self.clock.now()):
             log.info("attempt %d of this spec runs in %s: waiting for its outcome",
                      running.claim.attempt, running.claim.owner, extra=work.context)
-            work.not_before = time.monotonic() + min(5.0, self.config.attempt_lease_seconds / 4)
+            work.not_before = self.clock.monotonic() + min(
+                5.0, self.config.attempt_lease_seconds / 4)
             return None
         if running is not None:
             claim = self.ledger.take_over(work.spec_uri, running)
@@ -525,12 +534,12 @@ class Dispatcher:
         else:
             claim = self.ledger.claim(work.spec_uri, work.attempts.last_attempt + 1)
         if claim is None:  # another dispatcher was quicker
-            work.not_before = time.monotonic() + 1.0
+            work.not_before = self.clock.monotonic() + 1.0
         return claim
 
     def _renew_lease(self, work: Work) -> None:
         lease = self.config.attempt_lease_seconds
-        if work.claim.lease_until - now() > timedelta(seconds=lease * 2 / 3):
+        if work.claim.lease_until - self.clock.now() > timedelta(seconds=lease * 2 / 3):
             return
         renewed = self.ledger.renew(work.spec_uri, work.claim)
         if renewed is not None:
@@ -548,7 +557,7 @@ class Dispatcher:
         """The attempt's result: the runner's own, or one written on its behalf."""
         status = _status(exit)
         self.metrics.runner_seconds.labels(work.importer.name, status.value).observe(
-            (now() - work.started_at).total_seconds())
+            (self.clock.now() - work.started_at).total_seconds())
         written = self.ledger.result(work.spec_uri, work.claim)
         if written is not None:
             work.attempts = self._attempts(work)
@@ -559,7 +568,7 @@ class Dispatcher:
         result = results.RunResult(
             spec_uri=work.spec_uri, job_id=work.event.job_id, status=status,
             exit_code=exit.exit_code if exit.exit_code is not None else 128 + (exit.signal or 9),
-            started_at=work.started_at, ended_at=now(),
+            started_at=work.started_at, ended_at=self.clock.now(),
             error_type="Timeout" if exit.timed_out else None, message=message,
             traceback=exit.stderr_tail or None, written_by="dispatcher",
             # Exit 69 without a result: the runner could not even record why.
@@ -576,9 +585,10 @@ class Dispatcher:
         about the event, and the import runs again after a back-off that grows with such
         attempts, until the policy's ``max_elapsed_seconds``."""
         self.metrics.write_conflicts.labels(work.importer.name).inc()
-        started = work.attempts.first_conflict_started or now()
+        at = self.clock.now()
+        started = work.attempts.first_conflict_started or at
         delay = work.policy.after_conflicts(work.attempts.conflicts,
-                                            (now() - started).total_seconds())
+                                            (at - started).total_seconds())
         message = recorded.message or recorded.status.value
         if delay is None:
             return work.conclude(Outcome.DEAD_LETTERED, dlq.Failure(
@@ -589,7 +599,7 @@ class Dispatcher:
         log.warning("every run of the import lost its commit to another writer of its table; "
                     "running it again in %.1f s, no attempt spent: %s", delay, message,
                     extra=work.context)
-        work.stage, work.not_before = Stage.QUEUED, time.monotonic() + delay
+        work.stage, work.not_before = Stage.QUEUED, self.clock.monotonic() + delay
 
     def _refused_already(self, work: Work, refusal: results.RunResult) -> None:
         """An attempt of this spec refused the event (bad data, a bad spec) and the event
@@ -603,8 +613,9 @@ class Dispatcher:
             refusal.exit_code))
 
     def _next_delay(self, work: Work) -> float | None:
-        start = work.attempts.first_started or now()
-        return work.policy.next_delay(work.attempts.spent, (now() - start).total_seconds())
+        at = self.clock.now()
+        start = work.attempts.first_started or at
+        return work.policy.next_delay(work.attempts.spent, (at - start).total_seconds())
 
     def _exhausted(self, work: Work, last_exit: RunnerExit | None, message: str = "") -> None:
         code = last_exit.exit_code if last_exit else None
@@ -619,9 +630,9 @@ class Dispatcher:
     def _observe(self) -> None:
         self.metrics.in_flight.set(self.slots.in_use)
         self.metrics.buffered.set(len(self.work))
-        self.health.last_turn = time.monotonic()
-        if time.monotonic() - self._last_status >= 1.0:
-            self._last_status = time.monotonic()
+        self.health.last_turn = time.monotonic()  # the process turns: real time
+        if self.clock.monotonic() - self._last_status >= 1.0:
+            self._last_status = self.clock.monotonic()
             self.health.status = self.status()
         lag = self.intake.lag()
         for partition, behind in (lag or {}).items():
@@ -629,7 +640,7 @@ class Dispatcher:
 
     def status(self) -> dict[str, Any]:
         """What ``/status`` shows: each event held, each breaker, each halted importer."""
-        clock, wall = time.monotonic(), now()
+        clock, wall = self.clock.monotonic(), self.clock.now()
         events = [{
             "job_id": getattr(w.event, "job_id", None), "source": w.source.kind,
             "topic": w.record.topic, "partition": w.record.partition,
@@ -655,9 +666,9 @@ class Dispatcher:
 
     def _drain(self) -> int:
         """Stop intake, let runners finish within the grace period, commit, close."""
-        deadline = time.monotonic() + self.config.shutdown_grace_seconds
+        deadline = self.clock.monotonic() + self.config.shutdown_grace_seconds
         log.info("draining", extra={"events": len(self.work)})
-        while time.monotonic() < deadline and any(
+        while self.clock.monotonic() < deadline and any(
                 w.stage in _DRAINED for w in self.work.values()):
             self._turn(draining=True)
             if self._exit_status == EXIT_INFRASTRUCTURE:
