@@ -12,7 +12,7 @@ from kafka.errors import CommitFailedError, KafkaTimeoutError
 
 from contract import claim as claims
 from contract.result import Status
-from dispatcher.config import DeadLetterStreakSettings, RetrySettings
+from dispatcher.config import DeadLetterStreakSettings, KafkaSettings, RetrySettings
 from dispatcher.ledger import AttemptLedger
 from dispatcher.loop import EXIT_DEAD_LETTER_STREAK, EXIT_INFRASTRUCTURE, EXIT_OK
 from tests.unit.stubs import Core, importer
@@ -318,6 +318,22 @@ def test_a_running_attempt_renews_its_lease_and_is_never_taken_over():
     assert other.launcher.runners == []  # it waits for our attempt's outcome
 
 
+def test_a_dispatcher_whose_attempt_was_taken_over_stops_its_runner_and_waits():
+    a = Core(owner="dispatcher-a", attempt_lease_seconds=60.0)
+    a.announce("job1")
+    a.turn()
+    a.clock.advance(61)  # a stalls past its lease; another dispatcher takes the attempt
+    other = AttemptLedger(a.store, 60.0, owner="dispatcher-b", clock=a.clock)
+    assert other.take_over(a.spec_uri("job1"), other.attempts(a.spec_uri("job1")).open)
+
+    a.turn()
+    assert a.runner("job1").killed  # the other's runner is the one that counts
+    assert a.dispatcher.slots.in_use == 0
+    a.wait(5)
+    assert len(a.launcher.runners) == 1 and a.stage("job1") == "queued"
+    assert _claim(a, "job1", 1).owner == "dispatcher-b"
+
+
 def test_two_announcements_of_one_job_run_one_runner_and_both_commit():
     core = Core()
     core.announce("job1")
@@ -511,6 +527,19 @@ def test_a_partition_revoked_and_given_back_keeps_what_finished_and_redoes_the_r
     assert core.consumer.committed_offset(core.partition(0)) == 2
 
 
+def test_an_eager_rebalance_keeps_the_work_of_partitions_given_back():
+    core = Core(kafka=KafkaSettings(bootstrap_servers="stub:9092", assignor="range"))
+    core.announce("job1", partition=0)
+    core.announce("job2", partition=1)
+    core.turn()
+    core.consumer.revoke(core.partition(0), core.partition(1))  # eager: everything goes
+    core.consumer.assign(core.partition(0))                     # and p0 comes back
+    core.turn()
+    assert not core.runner("job1").killed and core.stage("job1") == "running"
+    assert core.runner("job2").killed and core.stage("job2") is None
+    assert len(core.launcher.runners) == 2  # p0's event is not read and launched again
+
+
 def test_partitions_lost_with_the_group_membership_drop_their_work_without_commits():
     core = Core()
     core.announce("job1")
@@ -600,3 +629,21 @@ def test_a_job_of_an_image_without_an_importer_is_acknowledged_as_a_no_op():
     assert core.launcher.runners == [] and core.dead_letters() == []
     assert core.metric("csep_events_total", outcome="no_importer") == 1
     assert core.cts.meta == [("job1", "cse_event_processing_no_operation")]
+
+
+# -- the stubs keep their originals' semantics ---------------------------------------------
+
+def test_the_store_stub_answers_conditional_puts_as_s3_does():
+    from tests.unit.stubs import Store
+
+    store = Store()
+    uri = "s3://specs/csep/job1/t1/attempt-0001.yaml"
+    assert store.write_text_if_absent(uri, "a: 1\n")
+    assert not store.write_text_if_absent(uri, "a: 2\n")
+    text, etag = store.read_text_and_etag(uri)
+    assert (text, etag.startswith('"')) == ("a: 1\n", True)
+    assert store.replace_text_if_match(uri, "a: 3\n", etag)
+    assert not store.replace_text_if_match(uri, "a: 4\n", etag)  # that version is gone
+    assert store.read_text(uri) == "a: 3\n"
+    assert store.files("s3://specs/csep/job1/t1/spec.yaml", "attempt-") == [uri]
+    assert store.files("s3://specs/csep/job1/t2/spec.yaml") == []
