@@ -15,7 +15,8 @@ stub                   stands in for
 :class:`Cts`           :class:`dispatcher.cts.CtsClient` (job documents, admin meta)
 :class:`Store`         :class:`contract.store.SpecStore`: the real class, its S3 calls
                        answered from a dict with S3's semantics (ETags, conditional puts
-                       that fail with 412, 404 for a missing key, outages as 503s)
+                       that fail with 412, 404 for a missing key, outages as 503s); its
+                       ``client`` answers the S3 source's ``head_object``
 :class:`Launcher`      a launcher whose runners end when the test says, writing their
                        result file as the real runner does
 =====================  =================================================================
@@ -326,16 +327,33 @@ def _s3_error(code: str, status: int, operation: str) -> ClientError:
                         "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
 
 
+class Objects:
+    """The S3 client calls of :class:`~dispatcher.sources.S3Source` for objects whose
+    CRC64/NVME S3 stores: ``head_object``. ``objects[(bucket, key)]`` is (size, eTag)."""
+
+    CRC = "4ekt2WB1KO4="
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], tuple[int, str]] = {}
+
+    def head_object(self, Bucket: str, Key: str, **options: str) -> dict:  # noqa: N803
+        if (Bucket, Key) not in self.objects:
+            raise _s3_error("404", 404, "HeadObject")
+        size, etag = self.objects[(Bucket, Key)]
+        return {"ETag": f'"{etag}"', "ContentLength": size, "ChecksumCRC64NVME": self.CRC}
+
+
 class Store(SpecStore):
     """The real :class:`~contract.store.SpecStore` over a dict instead of an S3 client.
 
     Only its S3 calls are replaced, with S3's answers: an object's ETag is the quoted MD5
     of its bytes; ``IfNoneMatch="*"`` on an existing key and ``IfMatch`` with another
     ETag fail with 412 PreconditionFailed; a missing key reads as 404 NoSuchKey.
-    ``down`` (an S3 error code) makes every call fail with it, as a 503."""
+    ``down`` (an S3 error code) makes every call fail with it, as a 503. Its ``client``
+    (which the S3 source reads objects with) is an :class:`Objects`."""
 
     def __init__(self, base: str = SPECS) -> None:
-        super().__init__(base, client=None)
+        super().__init__(base, client=Objects())
         self.objects: dict[str, tuple[str, str]] = {}
         self.down: str | None = None
 

@@ -8,6 +8,10 @@ turn, with time moved by hand; what only real servers can show stays in
 
 from __future__ import annotations
 
+import json
+
+import attrs
+from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 
 from contract import claim as claims
@@ -15,7 +19,8 @@ from contract.result import Status
 from dispatcher.config import DeadLetterStreakSettings, KafkaSettings, RetrySettings
 from dispatcher.ledger import AttemptLedger
 from dispatcher.loop import EXIT_DEAD_LETTER_STREAK, EXIT_INFRASTRUCTURE, EXIT_OK
-from tests.unit.stubs import Core, importer
+from registry.registry import S3Route
+from tests.unit.stubs import Core, Store, importer
 
 RUNNER_SERVICES_DOWN = 31.0  # past any probe's backoff (30 s at most, plus 1 s of jitter)
 
@@ -637,11 +642,40 @@ def test_a_job_of_an_image_without_an_importer_is_acknowledged_as_a_no_op():
     assert core.cts.meta == [("job1", "cse_event_processing_no_operation")]
 
 
+# -- S3 notifications: several events in one record -------------------------------------
+
+def test_a_notification_of_several_objects_commits_once_all_are_finished():
+    s3 = S3Route(bucket="cdm-dataplane", keys=("raw/*",))
+    core = Core(importers=[importer(), attrs.evolve(importer("tables", image=None), s3=s3)],
+                kafka=KafkaSettings(bootstrap_servers="stub:9092", s3_topic="s3-events"))
+    records = []
+    for name, etag in (("a.tsv", "e1"), ("b.tsv", "e2")):
+        core.store.client.objects[("cdm-dataplane", f"raw/{name}")] = (10, etag)
+        records.append({
+            "eventName": "s3:ObjectCreated:Put", "eventTime": "2026-12-01T00:00:00Z",
+            "userIdentity": {"principalId": "alice"},
+            "s3": {"bucket": {"name": "cdm-dataplane"},
+                   "object": {"key": f"raw/{name}", "size": 10, "eTag": etag,
+                              "sequencer": f"0A{etag}"}}})
+    core.consumer.append("s3-events", json.dumps({"Records": records}).encode())
+    core.turn()
+    first, second = core.launcher.runners
+    assert {r.request.importer for r in (first, second)} == {"tables"}
+    first.end(0)
+    core.turn()
+    assert core.consumer.commits == []  # the other object of the message is not done
+
+    second.end(65, message="not a table")
+    core.turn()
+    [letter] = core.dead_letters()
+    assert letter.header("__csep.errors.record.index") == "1"
+    assert [r["s3"]["object"]["key"] for r in letter.json["Records"]] == ["raw/b.tsv"]
+    assert core.consumer.commits == [{TopicPartition("s3-events", 0): 1}]
+
+
 # -- the stubs keep their originals' semantics ---------------------------------------------
 
 def test_the_store_stub_answers_conditional_puts_as_s3_does():
-    from tests.unit.stubs import Store
-
     store = Store()
     uri = "s3://specs/csep/job1/t1/attempt-0001.yaml"
     assert store.write_text_if_absent(uri, "a: 1\n")
