@@ -16,13 +16,14 @@ import importlib
 import os
 import sys
 import traceback
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from common.redaction import Redactor
 from common.s3 import s3_client
-from registry import Registry, RegistryError
+from registry import ImporterEntry, Registry, RegistryError
 from runner import logs
 from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
@@ -42,7 +43,7 @@ _TRACEBACK_LIMIT = 20_000
 def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ) -> RunResult:
     """Run the spec at ``location`` once and describe the outcome. Never raises for a
     failure of the spec, the data or the importer: those are in the result."""
-    started_at = _now()
+    started_at, started = _now(), time.monotonic()
     job_id = "unknown"
     settings = SparkSettings.from_env(environ)
     preload(settings)
@@ -57,7 +58,8 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     try:
         spec = _parse(location.read(), location.uri)
         job_id = logs.context.job_id = spec.job.id
-        meta = _registered_meta(spec, environ)
+        entry = _registered(spec, environ)
+        meta = dict(entry.importer_meta)
         if spec.job.object is None:
             log.info("spec read: image %s, importer %s", spec.job.image,
                      spec.importer.py_module)
@@ -77,7 +79,8 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         with contextlib.redirect_stdout(sys.stderr):
             # Each run gets its own copies: a conflict runs the importer again.
             run_until_committed(lambda: module.run_import(
-                spark.get_spark, job.for_importer(), copy.deepcopy(meta)))
+                spark.get_spark, job.for_importer(), copy.deepcopy(meta)),
+                time_left=_time_left(entry.settings.timeout_seconds, started))
     except RunnerError as caught:
         status, exit_code, error = caught.status, caught.exit_code, caught
     except Exception as caught:  # an importer's bug or a failure it did not classify
@@ -151,8 +154,18 @@ def _parse(text: str, uri: str) -> JobSpec:
         raise BadSpecError(f"{uri}: {error}") from error
 
 
-def _registered_meta(spec: JobSpec, environ: Mapping[str, str]) -> dict:
-    """The importer_meta of the importer this runner's registry lists for the spec's
+def _time_left(timeout_seconds: float | None, since: float) -> Callable[[], float] | None:
+    """Seconds left of the importer's ``timeout_seconds`` counted from ``since`` (the
+    attempt's start; the dispatcher counts from the launch, a little earlier), after which
+    the dispatcher kills the runner; None without a timeout."""
+    if timeout_seconds is None:
+        return None
+    deadline = since + timeout_seconds
+    return lambda: deadline - time.monotonic()
+
+
+def _registered(spec: JobSpec, environ: Mapping[str, str]) -> ImporterEntry:
+    """The importer this runner's registry lists for the spec's
     image (an S3 object: among those routing its bucket and key). A spec naming another
     importer, or an image or object with none, is refused: a spec cannot choose the code
     that runs."""
@@ -183,7 +196,7 @@ def _registered_meta(spec: JobSpec, environ: Mapping[str, str]) -> dict:
     if spec.importer.importer_meta != entry.importer_meta:
         log.warning("the spec's importer_meta differs from the registry's (%s); "
                     "running with the registry's", entry.source)
-    return dict(entry.importer_meta)
+    return entry
 
 
 def _traceback(error: BaseException) -> str:

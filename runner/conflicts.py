@@ -61,15 +61,22 @@ def is_write_conflict(error: BaseException) -> bool:
 
 
 def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = PAUSE,
-                        max_pause: float = MAX_PAUSE) -> T:
+                        max_pause: float = MAX_PAUSE,
+                        time_left: Callable[[], float] | None = None) -> T:
     """``run()``, again after each Delta write conflict, up to ``runs`` runs in all.
 
     Returns what ``run`` returns. Any other exception propagates at once. When the last
     run still conflicts, raises :class:`~runner.errors.WriteConflict` from its error.
+    With ``time_left`` (seconds left before the attempt is killed for its timeout), no run
+    starts that would likely not end in time: a kill would spend one of the event's
+    attempts, where a write conflict spends none.
     """
+    stop = tenacity.stop_after_attempt(runs)
+    if time_left is not None:
+        stop = tenacity.stop_any(stop, _no_time_for_another_run(time_left, max_pause))
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_write_conflict),
-        stop=tenacity.stop_after_attempt(runs),
+        stop=stop,
         wait=tenacity.wait_random_exponential(multiplier=pause, max=max_pause),
         before_sleep=_log_conflict,
         reraise=True,
@@ -79,9 +86,27 @@ def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = P
     except Exception as error:
         if not is_write_conflict(error):
             raise
+        made = retrying.statistics.get("attempt_number", runs)
         raise WriteConflict(
-            f"Delta write conflict in each of {runs} runs of the importer (another writer "
-            f"kept committing to the same table): {one_line(error, 300)}") from error
+            f"Delta write conflict in each of {made} runs of the importer (another writer "
+            f"kept committing to the same table)"
+            + ("" if made >= runs else "; no time left for another run within the "
+                                       "importer's timeout_seconds")
+            + f": {one_line(error, 300)}") from error
+
+
+def _no_time_for_another_run(time_left: Callable[[], float], max_pause: float):
+    """A stop for tenacity: true when another run and its pause would not fit twice over
+    in the time left, a run taking what the runs so far took on average."""
+
+    at_start = time_left()
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        left = time_left()
+        per_run = (at_start - left) / max(state.attempt_number, 1)
+        return left < 2 * per_run + max_pause
+
+    return stop
 
 
 def _log_conflict(state: tenacity.RetryCallState) -> None:

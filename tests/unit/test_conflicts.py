@@ -158,3 +158,22 @@ def test_a_delta_rs_commit_that_failed_for_another_reason_is_not_a_conflict():
         "refused"))
     assert is_write_conflict(CommitFailedError(
         "Failed to commit transaction: Tried committing existing table version: 7"))
+
+
+def test_no_run_starts_that_the_attempt_s_timeout_would_cut_short():
+    # 13 s left and runs of 3 s: a fourth run would start with 4 s left, less than a run
+    # and a pause of up to 1 s twice over (7 s), and risk being killed for the timeout,
+    # which spends the attempt.
+    clock = {"now": 0.0}
+    conflict = UnknownException(CONNECT_TEXT)
+
+    def run():
+        clock["now"] += 3.0
+        calls.append(clock["now"])
+        raise conflict
+
+    calls: list[float] = []
+    with pytest.raises(WriteConflict, match=r"each of 3 runs .*no time left") as raised:
+        run_until_committed(run, runs=6, pause=0, max_pause=1.0,
+                            time_left=lambda: 13.0 - clock["now"])
+    assert calls == [3.0, 6.0, 9.0] and raised.value.__cause__ is conflict
