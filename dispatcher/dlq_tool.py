@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import re
 import sys
@@ -674,6 +675,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ,
     such topic or record, Kafka or S3 failing: the line on stderr says what was done)."""
     out = out or sys.stdout
     args = parser().parse_args(argv)
+    # kafka-python warns of every reconnection; the tool's own errors say what matters.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     try:
         return _run(args, environ, out)
     except DlqToolError as error:
