@@ -25,6 +25,8 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Pro
                                make_wsgi_app)
 from prometheus_client.core import GaugeMetricFamily
 
+from dispatcher.status_page import render
+
 #: The outcomes of ``csep_events_total`` (``dispatcher.loop.Outcome``), exported at 0 from
 #: the start: a rate or an increase sees the first event of each, not only the second.
 OUTCOMES = ("imported", "ignored", "no_importer", "dead_lettered")
@@ -129,6 +131,10 @@ def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0") ->
             body = json.dumps(health.view(), default=str)
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body.encode()]
+        if environ.get("PATH_INFO") in ("", "/"):
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                      ("Cache-Control", "no-store")])
+            return [render(health.view()).encode("utf-8")]
         if environ.get("PATH_INFO") == "/health":
             problem = health.problem()
             status = "503 Service Unavailable" if problem else "200 OK"
