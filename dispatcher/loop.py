@@ -439,6 +439,7 @@ class Dispatcher:
         self.metrics.events.labels(work.outcome.value).inc()
         self.health.finished({**work.context, "importer": getattr(work.importer, "name", None),
                               "outcome": work.outcome.value,
+                              "error_class": work.failure.error_class if work.failure else None,
                               "reason": work.failure.reason if work.failure else None})
         if self.streaks.finished(work.importer.name if work.importer else None,
                                  work.outcome is Outcome.DEAD_LETTERED,

@@ -113,9 +113,10 @@ def _recent(recent: Sequence[Mapping[str, Any]]) -> str:
         outcome = event.get("outcome")
         rows.append((_td(at), _td(_subject(event)), _td(outcome, str(outcome)),
                      _td(event.get("importer")), _td(event.get("attempt")),
-                     _td(_where(event)), _td(event.get("reason"), "reason")))
+                     _td(_where(event)), _td(event.get("error_class")),
+                     _td(event.get("reason"), "reason")))
     return _table(("finished (UTC)", "job / object", "outcome", "importer", "attempts",
-                   "record", "reason"), rows, "No event finished yet.")
+                   "record", "error class", "reason"), rows, "No event finished yet.")
 
 
 def render(view: Mapping[str, Any], now: datetime | None = None) -> str:
