@@ -472,6 +472,12 @@ def replay(letters: Sequence[DeadLetter], *, producer, log: ReplayLog, to: str |
         if target is None:
             yield Replayed(letter, "skipped", "no source topic header: give --to TOPIC")
             continue
+        if target == letter.topic:
+            # A dead letter of a dispatcher that replayed this very topic: back into it,
+            # the copy would only be read by this tool again.
+            yield Replayed(letter, "skipped", f"its source is {target}, the DLQ topic itself: "
+                           "give --to TOPIC (the topic of the original event)")
+            continue
         if letter.truncated:
             yield Replayed(letter, "skipped", (
                 f"minimal dead letter (value cut from {letter.context.truncated_bytes} bytes):"

@@ -115,6 +115,7 @@ def test_list_filters_stats_and_show_read_both_sources_and_the_audit(lane):
     assert "status: bad_data" in shown  # the attempt's result, from the audit in S3
     assert "importer:    dispatch_test_bad_data" in shown
     assert run(lane, "show", "0:99")[0] == 2
+    assert run(lane, "--topic", f"{lane.name}-missing", "list")[0] == 2
     # Only read: no consumer group was created or moved.
     assert groups(lane) == groups_before
     assert dispatcher.stop() == 0

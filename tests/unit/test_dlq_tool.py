@@ -263,13 +263,18 @@ def test_replay_skips_what_it_cannot_replay_faithfully():
     minimal = dlq.dead_letter(topic="cts-jobs", partition=0, offset=9, key=None,
                               value=b"x" * (dlq.MINIMAL_VALUE_BYTES + 1), minimal=True,
                               failure=dlq.Failure("too large", "MalformedMessage"), source="cts")
+    replayed_dlq = dlq.dead_letter(topic="jobs-dlq", partition=0, offset=4, key=None,
+                                   value=b"{}", source="cts",
+                                   failure=dlq.Failure("again", "JobNotFound"))
     letters = [tool.parse_record(record(minimal, 0)),
-               tool.parse_record(Record("jobs-dlq", 0, 1, 0, None, b"{}", []))]
+               tool.parse_record(Record("jobs-dlq", 0, 1, 0, None, b"{}", [])),
+               tool.parse_record(record(replayed_dlq, 2))]
     producer = Producer()
     done = list(tool.replay(letters, producer=producer, log=Log(), to=None, dry_run=False))
-    assert [d.action for d in done] == ["skipped", "skipped"]
+    assert [d.action for d in done] == ["skipped", "skipped", "skipped"]
     assert "replay the original, cts-jobs/0:9" in done[0].detail
     assert "give --to TOPIC" in done[1].detail
+    assert "the DLQ topic itself: give --to TOPIC" in done[2].detail
     assert producer.sent == []
 
 
