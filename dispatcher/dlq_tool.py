@@ -683,11 +683,18 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ,
     args = parser().parse_args(argv)
     # kafka-python warns of every reconnection; the tool's own errors say what matters.
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    from botocore.exceptions import BotoCoreError, ClientError
+    from kafka.errors import KafkaError
+
     try:
         return _run(args, environ, out)
     except DlqToolError as error:
         print(f"csep-dlq: {error}", file=sys.stderr)
-        return 2
+    except KafkaError as error:
+        print(f"csep-dlq: Kafka: {type(error).__name__}: {error}", file=sys.stderr)
+    except (BotoCoreError, ClientError) as error:  # the replay log, a spec for show
+        print(f"csep-dlq: S3: {type(error).__name__}: {error}", file=sys.stderr)
+    return 2
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], out) -> int:
