@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 import yaml
 
-from common.convert import converter
+from common.convert import StructureError, converter, structure
 from dispatcher import dlq
 
 DEFAULT_TOPIC = "cts-jobs-dlq"
@@ -433,7 +433,11 @@ class ReplayLog:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-        return _MARKS.structure(yaml.safe_load(text), ReplayMark)
+        try:
+            return structure(yaml.safe_load(text), ReplayMark, _MARKS)
+        except (StructureError, yaml.YAMLError) as error:
+            raise DlqToolError(f"the replay mark {self.uri(letter)} is unreadable ({error}): "
+                               "remove it to replay that record") from error
 
     def record(self, mark: ReplayMark, letter: DeadLetter) -> bool:
         """Write ``mark``; False when a mark was there already (another replay's)."""

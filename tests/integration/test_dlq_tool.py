@@ -152,4 +152,11 @@ def test_replay_of_3_of_10_dead_letters_is_imported_once(lane):
     assert again.endswith("3 selected: 3 skipped\n")
     assert end_offset(lane, lane.topic) == topic_end + 3
     assert end_offset(lane, lane.dlq_topic) == 10  # nothing dead-lettered again
+
+    # A mark that cannot be read stops the replay of its record, rather than republish it.
+    record = run(lane, "list", "--job", "late-2")[1].splitlines()[1].split()[2]  # "0:N"
+    lane.store.write_text(f"{lane.store.base}/dlq-replays/{lane.dlq_topic}/"
+                          f"{record.replace(':', '/')}.yaml", "a: [")
+    status, _ = run(lane, "replay", "--job", "late-2")
+    assert status == 2 and end_offset(lane, lane.topic) == topic_end + 3
     assert dispatcher.stop() == 0
