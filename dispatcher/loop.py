@@ -109,6 +109,10 @@ class DeadLetterStreaks:
             return True
         return False
 
+    def importers(self) -> list[str]:
+        """The halted importers' names."""
+        return sorted(self._halted)
+
     def problem(self) -> str | None:
         reasons = [*self._halted.values(), *filter(None, [self.halted_all])]
         return "; ".join(reasons) or None
@@ -445,6 +449,10 @@ class Dispatcher:
         if work.event is not None:
             work.source.finished(work.event, work.outcome.value)
         self.metrics.events.labels(work.outcome.value).inc()
+        self.health.finished({**work.context, "importer": getattr(work.importer, "name", None),
+                              "outcome": work.outcome.value,
+                              "error_class": work.failure.error_class if work.failure else None,
+                              "reason": work.failure.reason if work.failure else None})
         if self.streaks.finished(work.importer.name if work.importer else None,
                                  work.outcome is Outcome.DEAD_LETTERED,
                                  work.failure.reason if work.failure else ""):
@@ -654,7 +662,9 @@ class Dispatcher:
             "outcome": w.outcome.value if w.outcome else None,
         } for w in list(self.work.values())]
         return {"events": events, "runners_in_flight": self.slots.in_use,
-                "breakers": self.breakers.states(), "halted": self.streaks.problem()}
+                "breakers": self.breakers.states(), "halted": self.streaks.problem(),
+                "halted_importers": self.streaks.importers(),
+                "intake_halted": self.streaks.halted_all is not None}
 
     def _check_budget(self) -> None:
         breaker = self.breakers.over_budget()

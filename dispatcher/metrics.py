@@ -2,18 +2,36 @@
 
 ``/metrics`` is the Prometheus exposition; ``/health`` answers 200 while the loop is
 turning and its services answer, 503 otherwise (for compose and Kubernetes probes);
-``/status`` is a JSON view of the events the dispatcher holds and its breakers' states.
+``/status`` is a JSON view of the events the dispatcher holds, its breakers' states and
+its last outcomes; ``/`` is the same view as a page for people (:mod:`dispatcher.status_page`).
+
+What ``/health`` and ``/status`` know is exported too, read at each scrape, so alert rules
+can use it: ``csep_healthy``, ``csep_breaker_open_seconds{service}``,
+``csep_importer_halted{importer}``, ``csep_intake_halted``; and the process's own metrics
+(``process_start_time_seconds``: restarts).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               make_wsgi_app)
+from prometheus_client.core import GaugeMetricFamily
+
+from dispatcher.status_page import render
+
+#: The outcomes of ``csep_events_total`` (``dispatcher.loop.Outcome``), exported at 0 from
+#: the start: a rate or an increase sees the first event of each, not only the second.
+OUTCOMES = ("imported", "ignored", "no_importer", "dead_lettered")
+#: How many finished events ``/status`` and the status page show.
+RECENT_OUTCOMES = 50
 
 
 class Metrics:
@@ -41,6 +59,36 @@ class Metrics:
         self.infrastructure_failures = Counter(
             "csep_infrastructure_failures", "Failed calls to the CTS, S3 or Kafka", ["service"],
             registry=self.registry)
+        for outcome in OUTCOMES:
+            self.events.labels(outcome)
+        ProcessCollector(registry=self.registry)
+
+
+class _HealthCollector:
+    """Exports, at each scrape, what ``/health`` and ``/status`` say."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+
+    def collect(self):
+        status = self.health.status
+        healthy = GaugeMetricFamily("csep_healthy", "1 while /health answers 200, else 0")
+        healthy.add_metric([], 0 if self.health.problem() else 1)
+        breakers = GaugeMetricFamily(
+            "csep_breaker_open_seconds",
+            "Seconds a service's circuit breaker has been open (0: closed)", labels=["service"])
+        for service, state in sorted((status.get("breakers") or {}).items()):
+            breakers.add_metric([service],
+                                (state.get("open_seconds") or 0) if state.get("open") else 0)
+        halted = GaugeMetricFamily("csep_importer_halted",
+                                   "1 for an importer halted by a dead-letter streak",
+                                   labels=["importer"])
+        for importer in status.get("halted_importers") or ():
+            halted.add_metric([importer], 1)
+        intake = GaugeMetricFamily("csep_intake_halted",
+                                   "1 while intake is halted by a dead-letter streak of all events")
+        intake.add_metric([], 1 if status.get("intake_halted") else 0)
+        return [healthy, breakers, halted, intake]
 
 
 class Health:
@@ -53,6 +101,17 @@ class Health:
         self.problems: Callable[[], str | None] = lambda: None
         #: The latest status view, replaced by the loop (at most every second).
         self.status: dict = {}
+        #: The last finished events, newest last (appended by the loop's thread).
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=RECENT_OUTCOMES)
+
+    def finished(self, event: dict[str, Any]) -> None:
+        """Record a finished event (its context, outcome and reason) for ``/status``."""
+        self.recent.append({"finished_at": time.time(), **event})
+
+    def view(self) -> dict[str, Any]:
+        """What ``/status`` serves: the problem, the loop's view, the last outcomes."""
+        return {"problem": self.problem(), **self.status, "recent": list(self.recent)}
 
     def problem(self) -> str | None:
         if time.monotonic() - self.last_turn > self.stale_after:
@@ -67,13 +126,18 @@ class _QuietHandler(WSGIRequestHandler):
 
 def serve(metrics: Metrics, health: Health, port: int, host: str = "0.0.0.0") -> WSGIServer:
     """Start the HTTP server in a daemon thread; ``shutdown()`` stops it."""
+    metrics.registry.register(_HealthCollector(health))
     exposition = make_wsgi_app(metrics.registry)
 
     def app(environ, start_response):
         if environ.get("PATH_INFO") == "/status":
-            body = json.dumps({"problem": health.problem(), **health.status}, default=str)
+            body = json.dumps(health.view(), default=str)
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body.encode()]
+        if environ.get("PATH_INFO") in ("", "/"):
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                      ("Cache-Control", "no-store")])
+            return [render(health.view()).encode("utf-8")]
         if environ.get("PATH_INFO") == "/health":
             problem = health.problem()
             status = "503 Service Unavailable" if problem else "200 OK"

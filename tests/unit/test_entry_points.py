@@ -14,7 +14,7 @@ def _scripts() -> dict[str, str]:
 
 
 def test_every_command_has_the_one_prefix():
-    assert sorted(_scripts()) == ["csep-audit", "csep-dispatcher", "csep-registry",
+    assert sorted(_scripts()) == ["csep-audit", "csep-dispatcher", "csep-dlq", "csep-registry",
                                   "csep-runner", "csep-sandbox"]
 
 
