@@ -214,7 +214,7 @@ class Chaos:
                 "CSEP_S3_*", "CSEP_IMPORTER_DIRS", "CSEP_CHAOS_TABLE", "CSEP_LOG_LEVEL"]}})
         process = DispatcherProcess(
             self.stack, self.workdir / f"dispatcher-{index}", config,
-            env={"CSEP_IMPORTER_DIRS": str(IMPORTERS), "CSEP_CHAOS_TABLE": self.table,
+            env={"CSEP_IMPORTER_DIRS": f"@builtin:{IMPORTERS}", "CSEP_CHAOS_TABLE": self.table,
                  "CSEP_LOG_LEVEL": "WARNING"})
         process.start()
         process.wait_serving(timeout=60)
