@@ -2,7 +2,8 @@
 
 The registry is the DIRs given (importer directories, importer package directories, or
 ``@builtin``/``@examples``), else ``CSEP_IMPORTER_DIRS``'s, as the runner reads it. Both
-commands import every importer module (as the runner does); ``check`` exits 1 listing
+commands import every importer module (as the runner does; with ``--find``, only locate
+it, as the dispatcher does); ``check`` exits 1 listing
 every problem, ``list`` prints one line per importer: its image (an S3 importer: its
 bucket, key patterns and user), name, module, file and settings.
 """
@@ -20,10 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["list", "check"])
     parser.add_argument("dirs", nargs="*", metavar="DIR",
                         help="an importer directory or package (default: CSEP_IMPORTER_DIRS)")
+    parser.add_argument("--find", action="store_true",
+                        help="only locate each module, without importing it (as the "
+                             "dispatcher does: its image has no pyspark)")
     args = parser.parse_args(argv)
     names = args.dirs or default_dirs()
     try:
-        registry = Registry.load(names, check="import")
+        registry = Registry.load(names, check="find" if args.find else "import")
     except RegistryError as error:
         print(error, file=sys.stderr)
         return 1
