@@ -85,6 +85,39 @@ def test_the_package_and_the_builtins_clash_on_checkm2(lane):
             f"registered by {builtin}; one importer per image") in message
 
 
+def test_ten_first_events_for_a_new_table_are_all_imported_in_their_first_attempt(
+        stack, spark_connect, tmp_path):
+    """Ten seqkit jobs of one user at once, the user's table not there yet: every runner
+    finds it missing and creates it; those that lose the race to another runner's
+    creation run the importer again in the same attempt and MERGE. With one attempt per
+    event, nothing is dead-lettered."""
+    lane = Lane(stack, tmp_path)
+    try:
+        user = f"u{lane.name}"
+        stack.s3.create_bucket("cts-out")
+        jobs = [seqkit_job(lane, f"first-{n}-{lane.name}", user, "cts-out") for n in range(10)]
+        offsets = [lane.complete(job["id"]) for job in jobs]
+        lane.dispatcher(env={"CSEP_IMPORTER_DIRS": str(PACKAGE),
+                             "CSEP_SPARK_MASTER": spark_connect.url},
+                        max_in_flight=10, retry={"max_attempts": 1})
+
+        wait_until(lambda: lane.committed()[0] == offsets[-1] + 1, 900, "ten imports' commits")
+        assert lane.dead_letters(0, timeout=1) == []
+        operations = []
+        for uri in lane.store.spec_uris():
+            [result] = lane.store.results(uri)  # one attempt each
+            assert result.status.value == "succeeded", result
+            operations.append(sorted({c.operation for c in result.delta_commits}))
+        assert len(operations) == 10
+        # One runner created the table; every other one MERGEd into it.
+        assert sorted(operations).count(["MERGE"]) == 9, operations
+        rows = delta_rows(stack, f"{namespace_prefix(user)}seqkit.db/stats")
+        assert sorted((r["cts_job_id"], r["file"]) for r in rows) == sorted(
+            (job["id"], file) for job in jobs for file in ("contigs.fa", "plasmids.fa"))
+    finally:
+        lane.close()
+
+
 def delta_rows(stack, path: str) -> list[dict]:
     storage = {"AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
                "AWS_ACCESS_KEY_ID": stack.s3.access_key,
