@@ -374,6 +374,16 @@ def _check_module(entry: ImporterEntry, check: Check) -> None:
         return
     try:
         module = importlib.import_module(entry.py_module)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing and missing != entry.py_module and not entry.py_module.startswith(
+                missing + "."):
+            # The module was found; one it imports is not installed where this runs.
+            raise ValueError(f"{where} imports module {missing!r}, which is not installed "
+                             "here: a dependency the importer's requirements must name "
+                             f"({error})") from error
+        raise ValueError(f"{where} cannot be imported: {type(error).__name__}: {error}") \
+            from error
     except Exception as error:  # any error while importing foreign code is the file's fault
         raise ValueError(f"{where} cannot be imported: {type(error).__name__}: {error}") from error
     if not callable(getattr(module, "run_import", None)):

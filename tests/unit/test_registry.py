@@ -135,9 +135,12 @@ def test_a_module_that_cannot_be_imported_or_lacks_run_import(folder):
     write(folder, "b.yaml", importer_yaml(image="example.org/b", py_module="lazy_importer"))
     write(folder, "c.yaml", importer_yaml(image="example.org/c", py_module="not_there"))
     found = problems(folder, check="import")
-    assert "a.yaml: py_module: 'broken_importer' cannot be imported: ModuleNotFoundError" in found[0]
+    assert ("a.yaml: py_module: 'broken_importer' imports module 'no_such_package_anywhere', "
+            "which is not installed here: a dependency the importer's requirements must "
+            "name (No module named 'no_such_package_anywhere')") in found[0]
     assert "b.yaml: py_module: 'lazy_importer' has no callable run_import" in found[1]
-    assert "c.yaml: py_module: 'not_there' cannot be imported" in found[2]
+    assert ("c.yaml: py_module: 'not_there' cannot be imported: ModuleNotFoundError: "
+            "No module named 'not_there'") in found[2]
 
 
 def test_find_checks_presence_without_running_the_module(folder):
