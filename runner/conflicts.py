@@ -52,7 +52,10 @@ _CREATED_CONDITION = re.compile(
 _CREATED_CLASS = re.compile(r"\b\w*AlreadyExistsException\b")
 
 #: Runs of the importer, the first included, before a conflict is a temporary failure.
-RUNS = 6
+#: Each conflict means another writer committed, so the runs bound how many writers may
+#: commit first: ten runners importing into one (new) table at once serialise, and the
+#: last of them loses to each of the nine others (and may find the table being created).
+RUNS = 16
 #: The pause after run n is random in [0, min(MAX_PAUSE, PAUSE * 2**(n-1))) seconds, so
 #: that runners which lost to the same commit do not all start again at once.
 PAUSE = 0.25
