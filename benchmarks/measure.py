@@ -144,7 +144,7 @@ class Lane:
             spec_store=self.store.base, metrics_port=DispatcherProcess.free_port(), **settings)
         process = DispatcherProcess(
             self.stack, self.directory / f"dispatcher-{len(self.dispatchers)}", config,
-            env={"CSEP_IMPORTER_DIRS": str(TEST_IMPORTERS),
+            env={"CSEP_IMPORTER_DIRS": f"@builtin:{TEST_IMPORTERS}",
                  "CSEP_TEST_STATE_DIR": str(self.state_dir), **(env or {})})
         self.dispatchers.append(process)
         process.start()

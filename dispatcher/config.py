@@ -187,7 +187,9 @@ class Config:
     cts: CtsSettings
     #: ``s3://bucket/prefix`` under which specs and results are written.
     spec_store: str
-    #: Importer directories added to ``CSEP_IMPORTER_DIRS`` (the runners see them too).
+    #: Importer directories, importer package directories or built-in sets (``@builtin``)
+    #: added to ``CSEP_IMPORTER_DIRS`` (the runners see them too); the registry is what is
+    #: named there, the built-in importers only when ``@builtin`` is (or nothing is named).
     registry_dirs: tuple[str, ...] = ()
     retry: RetrySettings = RetrySettings()
     dead_letter_streak: DeadLetterStreakSettings = DeadLetterStreakSettings()

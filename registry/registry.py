@@ -36,9 +36,21 @@ have ``image``. Two s3 importers listing the same bucket and pattern are refused
 both have a ``match`` to choose between them; any other overlap is decided per object by
 the dispatcher, which dead-letters an object that more than one importer takes.
 
-The files are read from the ``importers`` package directory and from every directory in
-``CSEP_IMPORTER_DIRS`` (``os.pathsep``-separated); such a directory is put on
-``sys.path``, so ``py_module: my_importer`` finds ``my_importer.py`` beside the YAML.
+The registry is what the operator deploys: the directories named by
+``CSEP_IMPORTER_DIRS`` (``os.pathsep``-separated), every ``*.yaml`` directly in each. A
+name is a directory, or one of the built-in sets: ``@builtin`` (this repository's
+``importers`` directory: CheckM2) and ``@examples`` (``importers/examples``). When the
+variable is unset or blank the registry is ``@builtin``; naming anything replaces that
+default, so the built-in importers are included only when ``@builtin`` is named.
+
+A directory holding an ``__init__.py`` is an importer package (its YAMLs beside its
+modules, as a separate importer repository ships them): the directory *containing* it is
+put on ``sys.path``, so ``py_module: pkg.module`` is found and the package's modules
+import each other (``from pkg import helpers``, ``from . import helpers``). Any other
+directory is itself put on ``sys.path``, so ``py_module: my_importer`` finds
+``my_importer.py`` beside the YAML. Both are appended: an importer cannot shadow a module
+of the runner, and a package whose name is already taken (``importers``, another
+package) is refused naming where that name comes from.
 
 A module may also define ``check_importer_meta(importer_meta)``, raising ``ValueError``
 for metadata it cannot work with; with ``check="import"`` it is called at load.
@@ -66,6 +78,10 @@ from registry.images import image_name, name_problem
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "importers"
 DIRS_VARIABLE = "CSEP_IMPORTER_DIRS"
+#: The importer sets shipped with the project, included only when named.
+BUILTIN_SETS = {"@builtin": BUILTIN_DIR, "@examples": BUILTIN_DIR / "examples"}
+#: The registry when ``CSEP_IMPORTER_DIRS`` is unset or blank.
+DEFAULT_DIRS = ("@builtin",)
 
 Check = Literal["import", "find"]
 
@@ -200,23 +216,35 @@ class Registry:
     @classmethod
     def load(cls, dirs: Iterable[Path | str] | None = None, check: Check = "import",
              environ: Mapping[str, str] = os.environ) -> Registry:
-        """Read every ``*.yaml`` of ``dirs`` (default: :func:`default_dirs`).
+        """Read every ``*.yaml`` of ``dirs`` (default: :func:`default_dirs`), each a
+        directory, an importer package directory or a built-in set (``@builtin``).
 
         ``check="import"`` imports each module and requires a callable ``run_import``;
         ``check="find"`` only locates the module without running it (for processes
         without pyspark). Raises :class:`RegistryError` listing every problem found.
         """
-        directories = [Path(d) for d in (default_dirs(environ) if dirs is None else dirs)]
         problems: list[str] = []
-        for directory in directories:
+        directories = []
+        for name in (default_dirs(environ) if dirs is None else dirs):
+            try:
+                directory = resolve_dir(name)
+            except ValueError as error:
+                problems.append(str(error))
+                continue
             if not directory.is_dir():
                 problems.append(f"{directory}: importer directory does not exist")
-            elif directory.resolve() != BUILTIN_DIR and str(directory) not in sys.path:
-                # Appended: an importer file cannot shadow a module of the runner.
-                sys.path.append(str(directory))
+            elif not any(directory.glob("*.yaml")):
+                problems.append(f"{directory}: holds no importer files (*.yaml); name the "
+                                "directory that holds them (for an importer package, the "
+                                "package's own directory)")
+            elif refused := _put_on_path(directory):
+                problems.append(refused)
+            else:
+                directories.append(directory)
         entries: list[ImporterEntry] = []
         by_image: dict[str, ImporterEntry] = {}
-        for path in sorted(p for d in directories if d.is_dir() for p in d.glob("*.yaml")):
+        # In the order named (a clash names the later file), each directory's files sorted.
+        for path in (p for d in directories for p in sorted(d.glob("*.yaml"))):
             try:
                 entry = _read(path)
                 _check_module(entry, check)
@@ -250,10 +278,50 @@ class Registry:
         return tuple(e for e in self.entries if e.s3 is not None and e.s3.takes(bucket, key))
 
 
-def default_dirs(environ: Mapping[str, str] = os.environ) -> list[Path]:
-    """The built-in ``importers`` directory, then each directory of ``CSEP_IMPORTER_DIRS``."""
-    extra = [Path(p) for p in environ.get(DIRS_VARIABLE, "").split(os.pathsep) if p.strip()]
-    return [BUILTIN_DIR, *extra]
+def default_dirs(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The names of ``CSEP_IMPORTER_DIRS`` in order; :data:`DEFAULT_DIRS` when it is unset
+    or blank. Each is resolved by :func:`resolve_dir`."""
+    names = [p.strip() for p in environ.get(DIRS_VARIABLE, "").split(os.pathsep) if p.strip()]
+    return names or list(DEFAULT_DIRS)
+
+
+def resolve_dir(name: Path | str) -> Path:
+    """The directory a registry name stands for: a built-in set's directory, else the
+    path itself. Raises ``ValueError`` for an ``@name`` that is no built-in set."""
+    text = str(name)
+    if text.startswith("@"):
+        if text not in BUILTIN_SETS:
+            raise ValueError(f"{text}: not a built-in importer set (one of "
+                             f"{', '.join(BUILTIN_SETS)})")
+        return BUILTIN_SETS[text]
+    return Path(name)
+
+
+def _put_on_path(directory: Path) -> str | None:
+    """Make the modules of ``directory`` importable: an importer package (it holds an
+    ``__init__.py``) through its parent, any other directory through itself. Appended:
+    an importer cannot shadow a module of the runner. The problem, when the package's
+    name already stands for another directory."""
+    resolved = directory.resolve()
+    if resolved == BUILTIN_DIR:
+        return None  # the project's own package, importable wherever the project is
+    if not (directory / "__init__.py").is_file():
+        if str(directory) not in sys.path:
+            sys.path.append(str(directory))
+        return None
+    root = str(resolved.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    try:
+        found = importlib.util.find_spec(resolved.name)
+    except (ImportError, ValueError) as error:
+        return f"{directory}: package {resolved.name!r} cannot be found: {error}"
+    origin = Path(found.origin).resolve().parent if found and found.origin else None
+    if origin != resolved:
+        where = origin or (list(found.submodule_search_locations or []) if found else None)
+        return (f"{directory}: the importer package's name {resolved.name!r} is already "
+                f"taken by {where}; rename the package (py_module names it)")
+    return None
 
 
 def _read(path: Path) -> ImporterEntry:
@@ -306,6 +374,16 @@ def _check_module(entry: ImporterEntry, check: Check) -> None:
         return
     try:
         module = importlib.import_module(entry.py_module)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing and missing != entry.py_module and not entry.py_module.startswith(
+                missing + "."):
+            # The module was found; one it imports is not installed where this runs.
+            raise ValueError(f"{where} imports module {missing!r}, which is not installed "
+                             "here: a dependency the importer's requirements must name "
+                             f"({error})") from error
+        raise ValueError(f"{where} cannot be imported: {type(error).__name__}: {error}") \
+            from error
     except Exception as error:  # any error while importing foreign code is the file's fault
         raise ValueError(f"{where} cannot be imported: {type(error).__name__}: {error}") from error
     if not callable(getattr(module, "run_import", None)):

@@ -12,6 +12,15 @@ back-off and a new runner. A conflict that persists ends the attempt as a
 spend one of the event's attempts: losing a race says nothing about the event, and with
 several runners on one table a run can lose many in a row.
 
+Creating a table races the same way: importers create their table on first use
+(``tableExists``, else ``saveAsTable`` or ``CREATE TABLE``), so the runners of the first
+events for a new table all find it missing, one creates it, and the others fail with
+``[DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION]``, ``[TABLE_OR_VIEW_ALREADY_EXISTS]`` or the
+metastore's ``AlreadyExistsException``. Run again, the importer finds the table and
+MERGEs into it. Such an error that persists in every run is no race (the importer
+creates a table that was always there, a location holds foreign files): the last one is
+raised as it is, for the runner to classify like any importer error.
+
 Over Spark Connect these errors reach Python as ``UnknownException`` carrying the Java
 class and Delta's error condition in their text; through a classic session, as a
 converted exception or a ``Py4JJavaError`` with the same text. delta-rs (the ``deltalake``
@@ -44,7 +53,17 @@ _DELTA_RS_CONFLICT = re.compile(
     r"^CommitFailedError: .*(?:\bconcurrent transaction|\bsince last commit\b"
     r"|Tried committing existing table version)", re.IGNORECASE | re.DOTALL)
 
-#: Runs of the importer, the first included, before a conflict is a temporary failure.
+#: A table or database created by another writer between the importer's look and its
+#: own creation (Spark's and Delta's error conditions, the metastore's exception).
+_CREATED_CONDITION = re.compile(
+    r"\b(?:DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION|DELTA_TABLE_ALREADY_EXISTS"
+    r"|TABLE_OR_VIEW_ALREADY_EXISTS|SCHEMA_ALREADY_EXISTS)\b")
+_CREATED_CLASS = re.compile(r"\b\w*AlreadyExistsException\b")
+
+#: Runs of the importer, the first included, before the attempt ends as a write conflict.
+#: Each conflict means another writer committed: ten runners importing into one (new)
+#: table at once serialise, and the last may lose to each of the nine others; it then
+#: ends as a write conflict, which spends no attempt, and runs again after a back-off.
 RUNS = 6
 #: The pause after run n is random in [0, min(MAX_PAUSE, PAUSE * 2**(n-1))) seconds, so
 #: that runners which lost to the same commit do not all start again at once.
@@ -60,14 +79,27 @@ def is_write_conflict(error: BaseException) -> bool:
         for text in map(_text, causes(error)))
 
 
+def is_created_concurrently(error: BaseException) -> bool:
+    """Whether ``error``, or an exception it was raised from, is the creation of a table
+    (or database) that already exists: another runner may have just created it."""
+    return any(_CREATED_CONDITION.search(text) or _CREATED_CLASS.search(text)
+               for text in map(_text, causes(error)))
+
+
+def _is_race(error: BaseException) -> bool:
+    return is_write_conflict(error) or is_created_concurrently(error)
+
+
 def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = PAUSE,
                         max_pause: float = MAX_PAUSE,
                         time_left: Callable[[], float] | None = None) -> T:
-    """``run()``, again after each Delta write conflict, up to ``runs`` runs in all.
+    """``run()``, again after each Delta write conflict or table created concurrently,
+    up to ``runs`` runs in all.
 
     Returns what ``run`` returns. Any other exception propagates at once. When the last
-    run still conflicts, raises :class:`~runner.errors.WriteConflict` from its error.
-    With ``time_left`` (seconds left before the attempt is killed for its timeout), no run
+    run still conflicts, raises :class:`~runner.errors.WriteConflict` from its error;
+    when it still finds its new table existing, raises that error itself. With
+    ``time_left`` (seconds left before the attempt is killed for its timeout), no run
     starts that would likely not end in time: a kill would spend one of the event's
     attempts, where a write conflict spends none.
     """
@@ -75,7 +107,7 @@ def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = P
     if time_left is not None:
         stop = tenacity.stop_any(stop, _no_time_for_another_run(time_left, max_pause))
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_write_conflict),
+        retry=tenacity.retry_if_exception(_is_race),
         stop=stop,
         wait=tenacity.wait_random_exponential(multiplier=pause, max=max_pause),
         before_sleep=_log_conflict,
@@ -111,8 +143,10 @@ def _no_time_for_another_run(time_left: Callable[[], float], max_pause: float):
 
 def _log_conflict(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
-    log.warning("Delta write conflict in run %d of the importer; running it again in "
-                "%.2f s: %s", state.attempt_number, state.upcoming_sleep,
+    what = ("Delta write conflict" if error is None or is_write_conflict(error)
+            else "table created concurrently")
+    log.warning("%s in run %d of the importer; running it again in %.2f s: %s", what,
+                state.attempt_number, state.upcoming_sleep,
                 one_line(error, 200) if error else "")
 
 

@@ -67,7 +67,7 @@ class Lane:
             s3_topic=s3_topic, metrics_port=DispatcherProcess.free_port(), **settings)
         process = DispatcherProcess(
             self.stack, self.tmp_path / f"dispatcher-{len(self.dispatchers)}", config,
-            env={"CSEP_IMPORTER_DIRS": str(FIXTURES),
+            env={"CSEP_IMPORTER_DIRS": f"@builtin:{FIXTURES}",
                  "CSEP_TEST_STATE_DIR": str(self.state_dir), **(env or {})})
         self.dispatchers.append(process)
         process.start()

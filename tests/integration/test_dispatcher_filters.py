@@ -64,7 +64,7 @@ def test_a_bad_match_stops_the_dispatcher_at_registry_load(lane, tmp_path):
         "name: picky\npy_module: csep_dispatch_tests\nimage: example.org/csep/picky\n"
         "importer_meta: {behaviour: quick}\nmatch:\n  any_of: [{user: 7}]\n")
     with pytest.raises(RuntimeError) as caught:
-        lane.dispatcher(env={"CSEP_IMPORTER_DIRS": f"{FIXTURES}:{bad}"})
+        lane.dispatcher(env={"CSEP_IMPORTER_DIRS": f"@builtin:{FIXTURES}:{bad}"})
     message = str(caught.value)
     assert message.startswith("dispatcher exited 78") and "invalid importer registry:" in message
     assert "Traceback" not in message  # one line, like any unusable setting

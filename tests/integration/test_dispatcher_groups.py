@@ -71,7 +71,7 @@ def test_two_groups_each_import_the_stream_with_their_own_registry(lane):
     fast = lane.dispatcher()
     slow_store = SpecStore(f"{lane.store.base}-second", lane.stack.s3.client())
     slow = lane.dispatcher(group_id=f"{lane.group}-second", spec_store=slow_store.base,
-                           env={"CSEP_IMPORTER_DIRS": str(SECOND_GROUP)})
+                           env={"CSEP_IMPORTER_DIRS": f"@builtin:{SECOND_GROUP}"})
     wait_until(lambda: all(lane.done(j) for j in job_ids), 120, "the first group's imports")
     assert not all((lane.state_dir / f"{j}.second").exists() for j in job_ids)  # own pace
     wait_until(lambda: all((lane.state_dir / f"{j}.second").exists() for j in job_ids), 180,

@@ -180,7 +180,7 @@ def test_an_uploaded_sample_sheet_is_imported_by_the_example_importer(stack, tmp
         put, event = upload(stack, DATAPLANE, key, sheet)  # boto3's default: no CRC64NVME
         offset = lane.publish(event, topic=s3_topic)
         dispatcher = lane.dispatcher(s3_topic=s3_topic,
-                                     env={"CSEP_IMPORTER_DIRS": f"{FIXTURES}:{EXAMPLES}"})
+                                     env={"CSEP_IMPORTER_DIRS": f"@builtin:{FIXTURES}:{EXAMPLES}"})
 
         wait_until(lambda: lane.committed(s3_topic)[0] == offset + 1, 300, "the import's commit")
         assert lane.dead_letters(0, timeout=1) == []

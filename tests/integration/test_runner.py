@@ -130,7 +130,7 @@ def env(runner_env, tmp_path_factory):
     (seed_dir / "read_counts_importer.py").write_text(SEED_ONLY_MODULE)
     (seed_dir / "read_counts.yaml").write_text(SEED_ONLY_YAML)
     (seed_dir / "read_counts_connect.yaml").write_text(SEED_ONLY_CONNECT_YAML)
-    dirs = os.pathsep.join(map(str, [FIXTURE_IMPORTERS, EXAMPLE_IMPORTERS, seed_dir]))
+    dirs = os.pathsep.join(map(str, ["@builtin", FIXTURE_IMPORTERS, EXAMPLE_IMPORTERS, seed_dir]))
     return {**runner_env, "CSEP_IMPORTER_DIRS": dirs}
 
 

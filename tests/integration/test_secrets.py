@@ -162,7 +162,7 @@ def test_a_secret_in_an_importer_error_reaches_no_result_dead_letter_or_log(
     spec_uri = lane.store.spec_uri("leak-1", "t-leak-1")
     rerun = subprocess.run(
         [sys.executable, "-m", "runner", spec_uri], capture_output=True, text=True, timeout=120,
-        env={**runner_env, "CSEP_IMPORTER_DIRS": str(FIXTURES),
+        env={**runner_env, "CSEP_IMPORTER_DIRS": f"@builtin:{FIXTURES}",
              "CSEP_TEST_STATE_DIR": str(lane.state_dir)})
     assert rerun.returncode == 70
     # Its log lines; what an importer prints to stderr itself is not a log line (a tail of

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from runner.conflicts import is_write_conflict, run_until_committed
+from runner.conflicts import is_created_concurrently, is_write_conflict, run_until_committed
 from runner.errors import BadDataError, TemporaryFailure, WriteConflict
 
 # As a Spark Connect client sees them (pyspark.errors.exceptions.connect.UnknownException).
@@ -177,3 +177,43 @@ def test_no_run_starts_that_the_attempt_s_timeout_would_cut_short():
         run_until_committed(run, runs=6, pause=0, max_pause=1.0,
                             time_left=lambda: 13.0 - clock["now"])
     assert calls == [3.0, 6.0, 9.0] and raised.value.__cause__ is conflict
+
+
+# What the runners that lost the race to create a new table saw (Delta's text, classic).
+NON_EMPTY_LOCATION = (
+    "[DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION] Cannot create table "
+    "('`spark_catalog`.`u_x__seqkit`.`stats`'). The associated location "
+    "('s3a://lake/warehouse/u_x__seqkit.db/stats') is not empty and also not a Delta table.")
+
+
+@pytest.mark.parametrize("text", [
+    NON_EMPTY_LOCATION,
+    "[TABLE_OR_VIEW_ALREADY_EXISTS] Cannot create table or view `u_x__seqkit`.`stats` "
+    "because it already exists.",
+    "(org.apache.spark.sql.catalyst.analysis.TableAlreadyExistsException) table exists",
+    "org.apache.hadoop.hive.metastore.api.AlreadyExistsException: Table stats already exists",
+    "[SCHEMA_ALREADY_EXISTS] Cannot create schema `u_x__seqkit` because it already exists.",
+])
+def test_a_table_created_concurrently_is_recognised_and_is_no_write_conflict(text):
+    assert is_created_concurrently(UnknownException(text))
+    assert not is_write_conflict(UnknownException(text))
+
+
+@pytest.mark.parametrize("text", [CONNECT_TEXT, "[TABLE_OR_VIEW_NOT_FOUND] `x`.`y`",
+                                  "[DELTA_CREATE_TABLE_SCHEME_MISMATCH] schemas differ"])
+def test_other_failures_are_no_concurrent_creation(text):
+    assert not is_created_concurrently(UnknownException(text))
+
+
+def test_the_importer_runs_again_when_another_runner_created_its_table():
+    run, calls = failing_then([UnknownException(NON_EMPTY_LOCATION), "merged"])
+    assert run_until_committed(run, runs=6, pause=0) == "merged"
+    assert calls == [1, 2]
+
+
+def test_a_table_existing_in_every_run_is_the_importers_error_not_a_temporary_one():
+    exists = UnknownException("[TABLE_OR_VIEW_ALREADY_EXISTS] `a`.`b` already exists")
+    run, calls = failing_then([exists] * 3)
+    with pytest.raises(UnknownException) as raised:
+        run_until_committed(run, runs=3, pause=0)
+    assert raised.value is exists and calls == [1, 2, 3]

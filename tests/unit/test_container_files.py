@@ -125,6 +125,24 @@ def test_dispatcher_image_contract():
 
 
 @pytest.mark.parametrize("dockerfile", [RUNNER, DISPATCHER], ids=lambda p: p.name)
+def test_the_importer_package_is_a_build_argument_checked_during_the_build(dockerfile):
+    final = final_stage(dockerfile)
+    assert ("ARG", "IMPORTER_PACKAGE=") in final  # empty: the built-in importers
+    assert ("ENV", "CSEP_IMPORTER_DIRS=${IMPORTER_PACKAGE:+/opt/csep/importers/}"
+                   "${IMPORTER_PACKAGE}") in final
+    [copy] = [args for keyword, args in final if keyword == "RUN" and "IMPORTER_PACKAGE" in args]
+    assert '"/opt/csep/importers/$IMPORTER_PACKAGE"' in copy
+    check = "python -m registry check" + ("" if dockerfile == RUNNER else " --find")
+    # The check runs after the package is in place and its variable set, as the image's user.
+    keywords = [(keyword, args) for keyword, args in final]
+    at = keywords.index(("RUN", check))
+    assert at > keywords.index(("ARG", "IMPORTER_PACKAGE=")) + 2
+    assert keywords.index(("USER", "10001:10001")) < at
+    if dockerfile == RUNNER:  # the package's own dependencies, in the image that runs it
+        assert 'pip install -r "$requirements"' in copy
+
+
+@pytest.mark.parametrize("dockerfile", [RUNNER, DISPATCHER], ids=lambda p: p.name)
 def test_base_images_are_tagged_not_latest(dockerfile):
     bases = [args.split()[0] for keyword, args in instructions(dockerfile) if keyword == "FROM"]
     defaults = dict(re.findall(r"^ARG (\w+_IMAGE)=(\S+)$", dockerfile.read_text(), re.MULTILINE))
@@ -212,6 +230,26 @@ def test_compose_services(resolved):
     assert "CSEP_SPARK_MASTER" in compose_dispatcher["launcher"]["docker"]["pass_env"]
     assert services["spark-master"]["profiles"] == ["spark-cluster"]
     assert services["spark-worker"]["command"][-1] == "spark://spark-master:7077"
+
+
+def test_compose_builds_both_images_with_the_example_importer_package(resolved):
+    from registry import Registry
+
+    package = "examples/importer_package/csep_example_importers"
+    for name in ("dispatcher", "buckets", "runner"):
+        assert resolved["services"][name]["build"]["args"] == {"IMPORTER_PACKAGE": package}
+    # What the images would copy is a package the registry accepts on its own.
+    entries = Registry.load([ROOT / package], check="find").entries
+    assert {e.py_module for e in entries} == {"csep_example_importers.checkm2",
+                                              "csep_example_importers.seqkit_stats"}
+    compose_dispatcher = yaml.safe_load((ROOT / "deploy" / "dispatcher.compose.yaml").read_text())
+    assert "CSEP_IMPORTER_DIRS" in compose_dispatcher["launcher"]["docker"]["pass_env"]
+    # An empty CSEP_IMPORTER_PACKAGE builds the built-in importers instead.
+    built_in = compose_config("config", "--format", "json",
+                              env={**COMPOSE_ENV, "CSEP_IMPORTER_PACKAGE": ""})
+    assert built_in.returncode == 0, built_in.stderr
+    args = json.loads(built_in.stdout)["services"]["dispatcher"]["build"]["args"]
+    assert args == {"IMPORTER_PACKAGE": ""}
 
 
 def test_compose_default_stack_leaves_optional_services_out():

@@ -135,9 +135,12 @@ def test_a_module_that_cannot_be_imported_or_lacks_run_import(folder):
     write(folder, "b.yaml", importer_yaml(image="example.org/b", py_module="lazy_importer"))
     write(folder, "c.yaml", importer_yaml(image="example.org/c", py_module="not_there"))
     found = problems(folder, check="import")
-    assert "a.yaml: py_module: 'broken_importer' cannot be imported: ModuleNotFoundError" in found[0]
+    assert ("a.yaml: py_module: 'broken_importer' imports module 'no_such_package_anywhere', "
+            "which is not installed here: a dependency the importer's requirements must "
+            "name (No module named 'no_such_package_anywhere')") in found[0]
     assert "b.yaml: py_module: 'lazy_importer' has no callable run_import" in found[1]
-    assert "c.yaml: py_module: 'not_there' cannot be imported" in found[2]
+    assert ("c.yaml: py_module: 'not_there' cannot be imported: ModuleNotFoundError: "
+            "No module named 'not_there'") in found[2]
 
 
 def test_find_checks_presence_without_running_the_module(folder):
@@ -155,9 +158,80 @@ def test_directories_come_from_the_environment(folder):
                       environ={"CSEP_IMPORTER_DIRS": os.pathsep.join([str(folder), "/nonexistent-x"])})
     assert caught.value.problems == ["/nonexistent-x: importer directory does not exist"]
     registry = Registry.load(check="import", environ={"CSEP_IMPORTER_DIRS": str(folder)})
-    images = [e.image for e in registry.entries]
-    assert "example.org/team/tool" in images and "ghcr.io/kbasetest/cdm_checkm2" in images
+    # What is named is the registry: the built-in importers are not added to it.
+    assert [e.image for e in registry.entries] == ["example.org/team/tool"]
     assert str(folder) in sys.path
+    registry = Registry.load(check="import",
+                             environ={"CSEP_IMPORTER_DIRS": f"@builtin{os.pathsep}{folder}"})
+    assert [e.image for e in registry.entries] == ["ghcr.io/kbasetest/cdm_checkm2",
+                                                   "example.org/team/tool"]
+
+
+@pytest.mark.parametrize("value", [None, "", " : "])
+def test_the_builtin_importers_are_the_default_registry(value):
+    environ = {} if value is None else {"CSEP_IMPORTER_DIRS": value}
+    [entry] = Registry.load(check="find", environ=environ).entries
+    assert (entry.image, entry.py_module) == ("ghcr.io/kbasetest/cdm_checkm2", "importers.checkm2")
+
+
+def test_an_unknown_builtin_set_and_a_directory_without_importers_are_named(folder):
+    empty = folder / "repository-root"
+    empty.mkdir()
+    found = problems_of(["@nope", str(empty)])
+    assert found[0] == "@nope: not a built-in importer set (one of @builtin, @examples)"
+    assert found[1].startswith(f"{empty}: holds no importer files (*.yaml)")
+
+
+def problems_of(dirs: list[str]) -> list[str]:
+    with pytest.raises(RegistryError) as caught:
+        Registry.load(dirs, check="find")
+    return caught.value.problems
+
+
+def package(root: Path, name: str) -> Path:
+    """An importer package as its owners ship it: two importers sharing a helper module
+    (one imports it absolutely, one relatively), one YAML each naming ``pkg.module``."""
+    directory = root / name
+    directory.mkdir(parents=True)
+    write(directory, "__init__.py", "")
+    write(directory, "helpers.py", "TABLE = 'shared'\n")
+    write(directory, "first.py", f"from {name}.helpers import TABLE\n" + MODULE)
+    write(directory, "second.py", "from .helpers import TABLE\n" + MODULE)
+    write(directory, "first.yaml", importer_yaml("example.org/pkg/first", f"{name}.first"))
+    write(directory, "second.yaml", importer_yaml("ghcr.io/kbasetest/cdm_checkm2",
+                                                  f"{name}.second"))
+    return directory
+
+
+def test_a_package_is_importable_by_its_name_and_its_modules_import_each_other(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    directory = package(tmp_path / "checkout", "csep_unit_pkg_a")
+    registry = Registry.load(check="import", environ={"CSEP_IMPORTER_DIRS": str(directory)})
+    assert [(e.image, e.py_module) for e in registry.entries] == [
+        ("example.org/pkg/first", "csep_unit_pkg_a.first"),
+        # The package's own CheckM2: accepted, the built-in importers were not asked for.
+        ("ghcr.io/kbasetest/cdm_checkm2", "csep_unit_pkg_a.second")]
+    assert str(tmp_path / "checkout") in sys.path and str(directory) not in sys.path
+
+
+def test_a_package_clashing_with_a_builtin_image_is_refused_naming_both_files(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    directory = package(tmp_path, "csep_unit_pkg_b")
+    [problem] = problems_of(["@builtin", str(directory)])
+    builtin = Path(__file__).resolve().parents[2] / "importers" / "checkm2.yaml"
+    assert problem == (f"{directory / 'second.yaml'}: image 'ghcr.io/kbasetest/cdm_checkm2' "
+                       f"is already registered by {builtin}; one importer per image")
+
+
+def test_a_package_named_like_a_module_already_importable_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    directory = package(tmp_path, "importers")
+    [problem] = problems_of([str(directory)])
+    assert problem.startswith(f"{directory}: the importer package's name 'importers' is "
+                              "already taken by ")
+    assert "rename the package" in problem
 
 
 def test_declarative_instructions_are_checked_at_load(folder):
@@ -173,9 +247,10 @@ def test_declarative_instructions_are_checked_at_load(folder):
 def test_the_shipped_example_importers_load():
     examples = Path(__file__).resolve().parents[2] / "importers" / "examples"
     registry = Registry.load(check="import",
-                             environ={"CSEP_IMPORTER_DIRS": str(examples)})
+                             environ={"CSEP_IMPORTER_DIRS": f"@builtin{os.pathsep}{examples}"})
     assert registry.for_image("ghcr.io/kbasetest/cdm_seqkit").py_module == "importers.declarative"
     assert registry.for_image("ghcr.io/kbasetest/cdm_checkm2").py_module == "importers.checkm2"
+    assert Registry.load(["@examples"]).entries == Registry.load([examples]).entries
     [sheets] = registry.for_object("cdm-dataplane", "sample-sheets/2026/my sheet ü.tsv")
     assert sheets.py_module == "importers.examples.sample_sheets"
 
