@@ -60,11 +60,12 @@ _CREATED_CONDITION = re.compile(
     r"|TABLE_OR_VIEW_ALREADY_EXISTS|SCHEMA_ALREADY_EXISTS)\b")
 _CREATED_CLASS = re.compile(r"\b\w*AlreadyExistsException\b")
 
-#: Runs of the importer, the first included, before the attempt ends as a write conflict.
-#: Each conflict means another writer committed: ten runners importing into one (new)
-#: table at once serialise, and the last may lose to each of the nine others; it then
-#: ends as a write conflict, which spends no attempt, and runs again after a back-off.
-RUNS = 6
+#: Runs of the importer, the first included, before the attempt ends as a write conflict
+#: (which spends no attempt; the dispatcher runs it again after a back-off). Each conflict
+#: means another writer committed, so the runs bound how many writers may commit first:
+#: ten runners importing into one (new) table at once serialise, and the last of them
+#: loses to each of the nine others (and may find the table being created).
+RUNS = 16
 #: The pause after run n is random in [0, min(MAX_PAUSE, PAUSE * 2**(n-1))) seconds, so
 #: that runners which lost to the same commit do not all start again at once.
 PAUSE = 0.25

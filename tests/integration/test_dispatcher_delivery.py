@@ -171,19 +171,21 @@ def test_attempts_lost_to_other_writers_of_the_table_are_not_spent(lane):
 
     from deltalake import DeltaTable
 
+    from runner.conflicts import RUNS
+
     lane.job("conflicted-1", "conflicted")
     lane.complete("conflicted-1")
     dispatcher = lane.dispatcher()
 
-    wait_until(lambda: lane.committed()[0] == 1, 120, "the event's commit")
+    wait_until(lambda: lane.committed()[0] == 1, 300, "the event's commit")
     assert lane.dead_letters(0, timeout=1) == []
     results = lane.results("conflicted-1")
     assert [(r.status.value, r.exit_code) for r in results] == [
         ("write_conflict", 75), ("write_conflict", 75), ("succeeded", 0)]
-    assert "Delta write conflict in each of 6 runs" in results[0].message
+    assert f"Delta write conflict in each of {RUNS} runs" in results[0].message
     rows = Counter(DeltaTable(str(lane.state_dir / "conflicted-1.delta"))
                    .to_pyarrow_table().column("id").to_pylist())
-    assert rows == {"other-writer-1": 6, "other-writer-2": 6, "conflicted-1": 1}
+    assert rows == {"other-writer-1": RUNS, "other-writer-2": RUNS, "conflicted-1": 1}
     metrics = dispatcher.metrics()
     assert 'csep_write_conflicts_total{importer="dispatch_test_conflicted"} 2.0' in metrics
     assert 'csep_events_total{outcome="imported"} 1.0' in metrics
