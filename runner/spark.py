@@ -142,7 +142,8 @@ class SparkSettings:
         """Read the ``CSEP_*``/``AWS_*`` variables above; unset ones take their defaults.
 
         Raises ``ValueError`` naming the variable for an unknown ``CSEP_TABLE_FORMAT`` or
-        a warehouse template without ``{user}``."""
+        a warehouse template without ``{user}``, and for ``iceberg`` with an ``sc://``
+        master (the Spark Connect server is Delta's only, so far)."""
         table_format = (environ.get("CSEP_TABLE_FORMAT") or "delta").strip().lower()
         if table_format not in TABLE_FORMATS:
             raise ValueError(f"CSEP_TABLE_FORMAT={table_format!r}: expected one of "
@@ -151,11 +152,15 @@ class SparkSettings:
         if "{user}" not in warehouse:
             raise ValueError(f"CSEP_ICEBERG_WAREHOUSE={warehouse!r}: the template must "
                              f"contain {{user}} (one warehouse per user)")
+        master = environ.get("CSEP_SPARK_MASTER") or "local[*]"
+        if table_format == "iceberg" and master.startswith("sc://"):
+            raise ValueError("CSEP_TABLE_FORMAT=iceberg is for classic runners: a Spark "
+                             "Connect server (CSEP_SPARK_MASTER=sc://...) serves Delta only")
         jars = _jar_list(environ.get("CSEP_SPARK_JARS") or str(_DEFAULT_JARS))
         if table_format == "iceberg":
             jars += _jar_list(environ.get("CSEP_ICEBERG_JARS") or str(_DEFAULT_ICEBERG_JARS))
         return cls(
-            master=environ.get("CSEP_SPARK_MASTER") or "local[*]",
+            master=master,
             jars=jars,
             s3_endpoint_url=environ.get("CSEP_S3_ENDPOINT_URL") or None,
             s3_region=environ.get("CSEP_S3_REGION") or "us-east-1",
@@ -262,7 +267,9 @@ class SparkSettings:
             conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = ENV_CREDENTIALS_PROVIDER
         if self.is_iceberg:
             if user is None:
-                raise ValueError("an Iceberg session is the job user's: no user given")
+                raise ValueError("CSEP_TABLE_FORMAT=iceberg: a session is configured for "
+                                 "one job user's catalog, and none was given (a Spark "
+                                 "Connect server serves Delta only, so far)")
             conf["spark.sql.extensions"] = (
                 "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
             conf.update(self.catalog_conf(user))
