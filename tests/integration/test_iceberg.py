@@ -18,7 +18,9 @@ from contract import result as results
 from contract.spec import namespace_prefix
 from contract.store import SpecStore
 from stack.paths import ROOT
-from tests.integration.test_runner import make_spec, run_runner, upload
+from importers.tables import COMPLETION_TIME_COLUMN
+from tests.integration.test_runner import (COMPLETED, REPORT_A, checkm2_spec, make_spec,
+                                           run_runner, upload)
 from tests.integration.test_secrets import run_while_scanning
 
 ICEBERG_IMPORTERS = ROOT / "tests" / "fixtures" / "iceberg_importers"
@@ -178,3 +180,26 @@ def test_a_wrong_catalog_credential_is_an_infrastructure_failure(stack, s3, stor
     assert "ice-wrong-credential" not in {
         r["cts_job_id"] for r in catalog.load_table("checkm2.quality_report").scan().to_arrow()
         .to_pylist()}
+
+
+def test_the_built_in_checkm2_importer_and_helper_library_write_iceberg(stack, s3, store,
+                                                                       env):
+    # Another user: another warehouse, provisioned as for the first.
+    stack.create_iceberg_catalog("icyb")
+    report = upload(s3, "cts-out", "ice-builtin/quality_report.tsv", REPORT_A)
+    made = checkm2_spec("ice-builtin", [report], user="icyb")
+    run_ok(store, made, env)
+
+    theirs = load_catalog(
+        "witness-b", type="rest", uri=stack.s3.iceberg_url,
+        **{"oauth2-server-uri": stack.s3.iceberg_url + "/v1/oauth/tokens"},
+        credential=stack.s3.iceberg_credential, warehouse="user-icyb",
+        **{"s3.endpoint": stack.s3.endpoint, "s3.region": stack.s3.region,
+           "s3.access-key-id": stack.s3.access_key,
+           "s3.secret-access-key": stack.s3.secret_key, "s3.path-style-access": "true"})
+    table = theirs.load_table("checkm2.quality_report")
+    found = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["genome_name"])
+    assert [(r["genome_name"], r["completeness"], r["translation_table_used"],
+             r["cts_job_id"]) for r in found] == [
+        ("GCA_1", 98.5, 11, "ice-builtin"), ("GCA_2", 75.0, 11, "ice-builtin")]
+    assert {r[COMPLETION_TIME_COLUMN] for r in found} == {COMPLETED}
