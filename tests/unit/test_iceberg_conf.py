@@ -100,3 +100,19 @@ def test_the_iceberg_runtime_is_resolved_for_the_spark_and_scala_of_delta():
     assert artifact == "iceberg-spark-runtime-${delta.spark.suffix}"
     assert pom_property(POM, "delta.spark.suffix") == "4.0_2.13"
     assert pom_property(POM, "iceberg.version").startswith("1.10.")
+
+
+def test_a_catalog_that_accepts_no_connection_is_a_refusal_without_the_credential():
+    from runner import catalog
+    from stack.process import free_ports
+
+    (port,) = free_ports(1)
+    settings = SparkSettings.from_env({**ENV, "CSEP_ICEBERG_CATALOG_URL":
+                                       f"http://127.0.0.1:{port}"})
+    reason = catalog.refusal(settings, timeout=2)
+
+    assert reason.startswith(f"http://127.0.0.1:{port}/v1/oauth/tokens unreachable")
+    assert "catalog-secret" not in reason
+    assert catalog.refusal(SparkSettings.from_env({**ENV, "CSEP_TABLE_FORMAT": "delta"})) is None
+    assert "no catalog credential" in catalog.refusal(
+        SparkSettings.from_env({**ENV, "CSEP_ICEBERG_CREDENTIAL": ""}))
