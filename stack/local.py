@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner.spark import SparkSettings
+from runner.spark import TOKEN_PATH, SparkSettings
 from stack import jars
 from stack.cts_double import CTSDouble
 from stack.kafka import KafkaBroker
@@ -131,6 +131,20 @@ class LocalStack:
         name = ICEBERG_WAREHOUSE.replace("{user}", user)
         self.s3.create_table_bucket(name)
         return name
+
+    def iceberg_catalog(self, user: str):
+        """A pyiceberg catalog on ``user``'s warehouse, through the stack's REST catalog
+        with the runners' credential: an independent reader of what Spark wrote."""
+        from pyiceberg.catalog import load_catalog
+
+        return load_catalog(
+            f"witness-{user}", type="rest", uri=self.s3.iceberg_url,
+            credential=self.s3.iceberg_credential,
+            warehouse=ICEBERG_WAREHOUSE.replace("{user}", user),
+            **{"oauth2-server-uri": self.s3.iceberg_url + TOKEN_PATH,
+               "s3.endpoint": self.s3.endpoint, "s3.region": self.s3.region,
+               "s3.access-key-id": self.s3.access_key,
+               "s3.secret-access-key": self.s3.secret_key, "s3.path-style-access": "true"})
 
     def iceberg_runner_env(self) -> dict[str, str]:
         """The environment of a runner on the ``iceberg`` table format: this stack's S3

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-from pyiceberg.catalog import load_catalog
 
 from contract import result as results
 from contract.spec import namespace_prefix
@@ -63,13 +62,7 @@ def env(stack):
 @pytest.fixture(scope="module")
 def catalog(stack, env):
     """pyiceberg on the user's warehouse, through the same REST catalog as Spark."""
-    return load_catalog(
-        "witness", type="rest", uri=stack.s3.iceberg_url,
-        **{"oauth2-server-uri": stack.s3.iceberg_url + "/v1/oauth/tokens"},
-        credential=stack.s3.iceberg_credential, warehouse=f"user-{USER}",
-        **{"s3.endpoint": stack.s3.endpoint, "s3.region": stack.s3.region,
-           "s3.access-key-id": stack.s3.access_key,
-           "s3.secret-access-key": stack.s3.secret_key, "s3.path-style-access": "true"})
+    return stack.iceberg_catalog(USER)
 
 
 def spec(s3, tool: str, job_id: str, file_name: str, body: str):
@@ -190,13 +183,7 @@ def test_the_built_in_checkm2_importer_and_helper_library_write_iceberg(stack, s
     made = checkm2_spec("ice-builtin", [report], user="icyb")
     run_ok(store, made, env)
 
-    theirs = load_catalog(
-        "witness-b", type="rest", uri=stack.s3.iceberg_url,
-        **{"oauth2-server-uri": stack.s3.iceberg_url + "/v1/oauth/tokens"},
-        credential=stack.s3.iceberg_credential, warehouse="user-icyb",
-        **{"s3.endpoint": stack.s3.endpoint, "s3.region": stack.s3.region,
-           "s3.access-key-id": stack.s3.access_key,
-           "s3.secret-access-key": stack.s3.secret_key, "s3.path-style-access": "true"})
+    theirs = stack.iceberg_catalog("icyb")
     table = theirs.load_table("checkm2.quality_report")
     found = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["genome_name"])
     assert [(r["genome_name"], r["completeness"], r["translation_table_used"],
