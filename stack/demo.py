@@ -79,8 +79,8 @@ def _show(stack: LocalStack, store: SpecStore, doc: dict, iceberg: bool = False)
         found = stack.iceberg_catalog(doc["user"]).load_table(table)
         location = found.location()
         rows = found.scan().to_arrow().to_pylist()
-        print(f"\nimported into Iceberg table {table} of user {doc['user']!r}'s catalog "
-              f"({location}), {len(rows)} rows:")
+        print(f"\nimported into Iceberg table {table} in the catalog of user "
+              f"{doc['user']} ({location}), {len(rows)} rows:")
     else:
         from deltalake import DeltaTable
 
