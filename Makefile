@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 .PHONY: setup system-packages test unit run stack clean-stack bench
 
 setup: system-packages $(VENV)/.installed .cache/jars/kafka/.complete .cache/jars/spark/.complete \
-       .cache/jars/spark-connect/.complete
+       .cache/jars/spark-connect/.complete .cache/jars/iceberg/.complete
 
 system-packages:
 	@scripts/install-system-packages.sh

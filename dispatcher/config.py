@@ -159,7 +159,9 @@ class DockerSettings:
     pass_env: tuple[str, ...] = (
         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CSEP_S3_ENDPOINT_URL", "CSEP_S3_REGION",
         "CSEP_SPARK_MASTER", "CSEP_WAREHOUSE_DIR", "CSEP_METASTORE_URL",
-        "CSEP_METASTORE_USER", "CSEP_METASTORE_PASSWORD", "CSEP_IMPORTER_DIRS")
+        "CSEP_METASTORE_USER", "CSEP_METASTORE_PASSWORD", "CSEP_TABLE_FORMAT",
+        "CSEP_ICEBERG_CATALOG_URL", "CSEP_ICEBERG_CREDENTIAL", "CSEP_ICEBERG_WAREHOUSE",
+        "CSEP_ICEBERG_SCOPE", "CSEP_IMPORTER_DIRS")
     extra_args: tuple[str, ...] = ()
     #: Deadline of each docker call the dispatcher waits for (inspect, logs, kill, rm).
     call_timeout_seconds: float = attrs.field(default=30.0, validator=positive)

@@ -1,7 +1,9 @@
-"""Delta tables for importers: create a table by name if missing, MERGE a DataFrame in.
+"""Tables for importers: create a table by name if missing, MERGE a DataFrame in.
 
 Tables live in the job user's namespace: database ``<namespace_prefix><database>``
-(:func:`table_name`). Both operations are safe to repeat, which is what makes an import
+(:func:`table_name`). They are Delta tables, or Iceberg tables when the session's default
+catalog is an Iceberg catalog (the runner's ``iceberg`` table format, where the prefix is
+``""`` and the namespace is in the user's own catalog): the same calls work on both. Both operations are safe to repeat, which is what makes an import
 idempotent: replaying a job finds its rows already there and changes nothing.
 
 Replays never move data backwards: :func:`merge` stamps every row it writes with the
@@ -67,15 +69,25 @@ def completion_micros(job_info: Mapping[str, Any]) -> int:
     return (at - _EPOCH) // timedelta(microseconds=1)
 
 
+def table_provider(spark: SparkSession) -> str:
+    """``iceberg`` when the session's default catalog is an Iceberg catalog (an
+    ``org.apache.iceberg`` class), else ``delta``."""
+    catalog = spark.conf.get("spark.sql.defaultCatalog", "spark_catalog")
+    implementation = spark.conf.get(f"spark.sql.catalog.{catalog}", "") or ""
+    return "iceberg" if implementation.startswith("org.apache.iceberg.") else "delta"
+
+
 def ensure_table(spark: SparkSession, name: str, schema: StructType) -> None:
-    """Create the database and the Delta table ``name`` with ``schema`` unless they exist.
-    An existing table is left as it is."""
+    """Create the database and the table ``name`` with ``schema`` unless they exist, in
+    the session's table format (:func:`table_provider`). An existing table is left as it
+    is."""
     quoted = quote(name)
     if "." in name:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {quoted.rsplit('.', 1)[0]}")
     columns = ", ".join(f"{quote(f.name)} {f.dataType.simpleString()}"
                         f"{'' if f.nullable else ' NOT NULL'}" for f in schema.fields)
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted} ({columns}) USING delta")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted} ({columns}) "
+              f"USING {table_provider(spark)}")
 
 
 def merge(spark: SparkSession, source: DataFrame, name: str, keys: Sequence[str], *,

@@ -29,7 +29,7 @@ from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
 from runner.conflicts import run_until_committed
 from common.faults import causes, one_line
-from runner import probes
+from runner import catalog, probes
 from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavailable
 from runner.locations import SpecLocation
 from runner.logs import log
@@ -49,9 +49,10 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     preload(settings)
     spark_failures: list[BaseException] = []
     s3 = functools.cache(lambda: s3_client(environ))  # made on first use, then shared
-    spark = MarkedSpark(_guarded(spark_factory(settings), spark_failures),
-                        marker=f"csep-attempt:{uuid.uuid4()}", s3=s3)
     spec: JobSpec | None = None
+    spark = MarkedSpark(_guarded(spark_factory(settings, user=lambda: spec and spec.job.user),
+                                 spark_failures),
+                        marker=f"csep-attempt:{uuid.uuid4()}", s3=s3)
     status, exit_code, error = Status.SUCCEEDED, ExitCode.OK, None
     in_importer = False
     commits: tuple[DeltaCommit, ...] = ()
@@ -79,7 +80,7 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         with contextlib.redirect_stdout(sys.stderr):
             # Each run gets its own copies: a conflict runs the importer again.
             run_until_committed(lambda: module.run_import(
-                spark.get_spark, job.for_importer(), copy.deepcopy(meta)),
+                spark.get_spark, _job_info(job, settings), copy.deepcopy(meta)),
                 time_left=_time_left(entry.settings.timeout_seconds, started))
     except RunnerError as caught:
         status, exit_code, error = caught.status, caught.exit_code, caught
@@ -90,8 +91,10 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         error = RuntimeError(f"the importer called sys.exit({caught.code!r})")
         error.__cause__ = caught
     finally:
-        if spec is not None:
+        if spec is not None and not settings.is_iceberg:
             commits = spark.finish(spec.job.namespace_prefix)
+        elif spec is not None:
+            spark.finish(None)
     if error is not None and not isinstance(error, (BadSpecError, BadDataError,
                                                     ServiceUnavailable)):
         unavailable = _unavailable(settings, spark_failures, error)
@@ -111,6 +114,15 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         traceback=redact(_traceback(error)) if error and in_importer else None,
         delta_commits=commits,
         service=error.service if isinstance(error, ServiceUnavailable) else None)
+
+
+def _job_info(job, settings: SparkSettings) -> dict:
+    """The importer's ``job_info``: with Iceberg, tables are named in the user's own
+    catalog, so there is no namespace prefix."""
+    info = job.for_importer()
+    if settings.is_iceberg:
+        info["namespace_prefix"] = ""
+    return info
 
 
 def _guarded(factory, failures: list[BaseException]):
@@ -136,6 +148,11 @@ def _unavailable(settings: SparkSettings, spark_failures: list[BaseException],
         cause = spark_failures[0]
         return ServiceUnavailable("spark", f"Spark could not start: {type(cause).__name__}: "
                                            f"{one_line(cause, 300)}")
+    refused = catalog.refusal(settings)
+    if refused is not None:
+        return ServiceUnavailable("catalog", f"Iceberg catalog: {refused}; the import failed "
+                                             f"with {type(error).__name__}: "
+                                             f"{one_line(error, 300)}")
     down = probes.unreachable(settings)
     if down is not None:
         service, reason = down

@@ -87,10 +87,14 @@ class MarkedSpark:
         self.session = session
         return session
 
-    def finish(self, namespace_prefix: str) -> tuple[DeltaCommit, ...]:
+    def finish(self, namespace_prefix: str | None) -> tuple[DeltaCommit, ...]:
         """The commits made through the session, then stop it. Never raises: a failure
-        to list commits is logged and yields what was found."""
+        to list commits is logged and yields what was found. A ``namespace_prefix`` of
+        None only stops the session (Iceberg tables have no Delta commits)."""
         if self.session is None:
+            return ()
+        if namespace_prefix is None:
+            self._stop()
             return ()
         try:
             return commits_marked(self.session, namespace_prefix, self.marker,
@@ -100,10 +104,13 @@ class MarkedSpark:
             log.warning("could not list the Delta commits of this attempt: %s", error)
             return ()
         finally:
-            try:
-                stop_session(self.session)
-            except Exception as error:  # a JVM that died already has nothing to stop
-                log.warning("could not stop Spark: %s", error)
+            self._stop()
+
+    def _stop(self) -> None:
+        try:
+            stop_session(self.session)
+        except Exception as error:  # a JVM that died already has nothing to stop
+            log.warning("could not stop Spark: %s", error)
 
 
 def commits_marked(spark: SparkSession, namespace_prefix: str, marker: str, *,

@@ -19,7 +19,24 @@ container and against a cluster; credentials never pass through a job spec:
                             empty for an embedded Derby metastore (one process at a time)
 ``CSEP_METASTORE_USER``     database user and password for a ``jdbc:`` metastore
 ``CSEP_METASTORE_PASSWORD``
+``CSEP_TABLE_FORMAT``       ``delta`` (default: Delta tables in the metastore above) or
+                            ``iceberg`` (Iceberg tables in a REST catalog, below)
+``CSEP_ICEBERG_JARS``       the Iceberg Spark runtime (a directory or a list, as
+                            ``CSEP_SPARK_JARS``), added with ``iceberg``; default
+                            ``.cache/jars/iceberg`` of this checkout
+``CSEP_ICEBERG_CATALOG_URL`` the REST catalog's base URI (the ``uri`` catalog property)
+``CSEP_ICEBERG_CREDENTIAL`` OAuth2 client credentials, ``client_id:client_secret``
+``CSEP_ICEBERG_WAREHOUSE``  the job user's warehouse, a template: default ``user_{user}``
+``CSEP_ICEBERG_SCOPE``      the OAuth2 scope asked for; default ``PRINCIPAL_ROLE:ALL``
+                            (Polaris's); empty asks for none
 ==========================  ========================================================
+
+With ``iceberg`` a classic session has no Delta and no Hive settings: it has Iceberg's SQL
+extensions and the job user's catalog twice, as ``my`` (the default catalog) and as
+``<user>``. The catalog credential is set on the session after the JVM has started
+(``spark.conf.set``, over the driver's local socket), never in the configuration the JVM
+is started with; ``spark.redaction.regex`` covers it in the UI and the event log. Data
+files are read and written by Iceberg's S3FileIO with the AWS variables above.
 
 No credential goes into the Spark configuration, which pyspark and ``spark-submit`` put
 on the JVM's command line (readable by every local user in ``/proc/*/cmdline``): S3A reads
@@ -56,6 +73,19 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 _DEFAULT_JARS = Path(__file__).resolve().parent.parent / ".cache" / "jars" / "spark"
+_DEFAULT_ICEBERG_JARS = _DEFAULT_JARS.parent / "iceberg"
+
+TABLE_FORMATS = ("delta", "iceberg")
+#: The names the job user's Iceberg catalog has in a session, besides the user's own.
+DEFAULT_CATALOG = "my"
+DEFAULT_WAREHOUSE = "user_{user}"
+DEFAULT_SCOPE = "PRINCIPAL_ROLE:ALL"
+#: Where the Iceberg REST specification puts the OAuth2 token endpoint, under the
+#: catalog's URI (Polaris's and SeaweedFS's catalogs serve it there).
+TOKEN_PATH = "/v1/oauth/tokens"
+#: Spark's default redaction (``(?i)secret|password|token|access[.]key``) and the Iceberg
+#: catalog's ``credential`` property.
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]key|credential"
 
 #: AWS SDK v2's provider of ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (and
 #: ``AWS_SESSION_TOKEN``); hadoop-aws 3.4 takes SDK v2 providers as they are.
@@ -100,13 +130,38 @@ class SparkSettings:
     metastore_url: str | None = None
     metastore_user: str | None = None
     metastore_password: str | None = attrs.field(default=None, repr=False)
+    table_format: str = attrs.field(default="delta",
+                                    validator=attrs.validators.in_(TABLE_FORMATS))
+    iceberg_catalog_url: str | None = None
+    iceberg_credential: str | None = attrs.field(default=None, repr=False)
+    iceberg_warehouse: str = DEFAULT_WAREHOUSE
+    iceberg_scope: str | None = DEFAULT_SCOPE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> SparkSettings:
-        """Read the ``CSEP_*``/``AWS_*`` variables above; unset ones take their defaults."""
+        """Read the ``CSEP_*``/``AWS_*`` variables above; unset ones take their defaults.
+
+        Raises ``ValueError`` naming the variable for an unknown ``CSEP_TABLE_FORMAT`` or
+        a warehouse template without ``{user}``, and for ``iceberg`` with an ``sc://``
+        master (the Spark Connect server is Delta's only, so far)."""
+        table_format = (environ.get("CSEP_TABLE_FORMAT") or "delta").strip().lower()
+        if table_format not in TABLE_FORMATS:
+            raise ValueError(f"CSEP_TABLE_FORMAT={table_format!r}: expected one of "
+                             f"{', '.join(TABLE_FORMATS)}")
+        warehouse = environ.get("CSEP_ICEBERG_WAREHOUSE") or DEFAULT_WAREHOUSE
+        if "{user}" not in warehouse:
+            raise ValueError(f"CSEP_ICEBERG_WAREHOUSE={warehouse!r}: the template must "
+                             f"contain {{user}} (one warehouse per user)")
+        master = environ.get("CSEP_SPARK_MASTER") or "local[*]"
+        if table_format == "iceberg" and master.startswith("sc://"):
+            raise ValueError("CSEP_TABLE_FORMAT=iceberg is for classic runners: a Spark "
+                             "Connect server (CSEP_SPARK_MASTER=sc://...) serves Delta only")
+        jars = _jar_list(environ.get("CSEP_SPARK_JARS") or str(_DEFAULT_JARS))
+        if table_format == "iceberg":
+            jars += _jar_list(environ.get("CSEP_ICEBERG_JARS") or str(_DEFAULT_ICEBERG_JARS))
         return cls(
-            master=environ.get("CSEP_SPARK_MASTER") or "local[*]",
-            jars=_jar_list(environ.get("CSEP_SPARK_JARS") or str(_DEFAULT_JARS)),
+            master=master,
+            jars=jars,
             s3_endpoint_url=environ.get("CSEP_S3_ENDPOINT_URL") or None,
             s3_region=environ.get("CSEP_S3_REGION") or "us-east-1",
             s3_access_key=environ.get("AWS_ACCESS_KEY_ID") or None,
@@ -115,19 +170,67 @@ class SparkSettings:
             metastore_url=environ.get("CSEP_METASTORE_URL") or None,
             metastore_user=environ.get("CSEP_METASTORE_USER") or None,
             metastore_password=environ.get("CSEP_METASTORE_PASSWORD") or None,
+            table_format=table_format,
+            iceberg_catalog_url=environ.get("CSEP_ICEBERG_CATALOG_URL") or None,
+            iceberg_credential=environ.get("CSEP_ICEBERG_CREDENTIAL") or None,
+            iceberg_warehouse=warehouse,
+            iceberg_scope=environ.get("CSEP_ICEBERG_SCOPE", DEFAULT_SCOPE) or None,
         )
+
+    @property
+    def is_iceberg(self) -> bool:
+        return self.table_format == "iceberg"
+
+    def warehouse(self, user: str) -> str:
+        """The Iceberg warehouse of ``user`` (the template filled in)."""
+        return self.iceberg_warehouse.replace("{user}", user)
+
+    def catalog_conf(self, user: str) -> dict[str, str]:
+        """The Iceberg catalog of ``user``, without its credential, named ``my`` and
+        ``<user>``: ``spark.sql.catalog.<name>.*`` settings."""
+        if not self.iceberg_catalog_url:
+            raise ValueError("CSEP_TABLE_FORMAT=iceberg needs CSEP_ICEBERG_CATALOG_URL")
+        properties = {
+            "": "org.apache.iceberg.spark.SparkCatalog",
+            "type": "rest",
+            "uri": self.iceberg_catalog_url,
+            "warehouse": self.warehouse(user),
+            "oauth2-server-uri": self.iceberg_catalog_url.rstrip("/") + TOKEN_PATH,
+            "token-refresh-enabled": "true",
+            "io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+            "client.region": self.s3_region,
+            "s3.path-style-access": "true",
+        }
+        if self.iceberg_scope:
+            properties["scope"] = self.iceberg_scope
+        if self.s3_endpoint_url:
+            properties["s3.endpoint"] = self.s3_endpoint_url
+        conf = {}
+        for name in (DEFAULT_CATALOG, user):
+            for key, value in properties.items():
+                conf[f"spark.sql.catalog.{name}" + (f".{key}" if key else "")] = value
+        return conf
+
+    def catalog_secrets(self, user: str) -> dict[str, str]:
+        """The catalog settings that hold the credential: set on a running session only
+        (:func:`spark_factory`), never in the configuration a JVM starts with."""
+        if not self.iceberg_credential:
+            return {}
+        return {f"spark.sql.catalog.{name}.credential": self.iceberg_credential
+                for name in (DEFAULT_CATALOG, user)}
 
     @property
     def is_connect(self) -> bool:
         return self.master.startswith("sc://")
 
-    def spark_conf(self, executor_cores: int = 1) -> dict[str, str]:
-        """The classic-session configuration: Delta, S3A, the metastore, the jars."""
+    def spark_conf(self, executor_cores: int = 1, user: str | None = None) -> dict[str, str]:
+        """The classic-session configuration: Delta, S3A, the metastore, the jars; with
+        ``iceberg``, Iceberg and ``user``'s catalog (without its credential) instead of
+        Delta and the metastore."""
         conf = {
             "spark.app.name": "cdm-spark-events-runner",
-            "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
             "spark.executor.cores": str(executor_cores),
+            "spark.redaction.regex": REDACTION_REGEX,
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
             "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
@@ -139,6 +242,7 @@ class SparkSettings:
             conf["spark.driver.bindAddress"] = "127.0.0.1"
             # A handful of rows per import: 200 shuffle partitions would be 200 tasks.
             conf["spark.sql.shuffle.partitions"] = "8"
+        if self.master.startswith("local") and not self.is_iceberg:
             # Delta rebuilds a table's state after each commit in this many tasks (50 by
             # default): on one machine that is seconds of task overhead per MERGE of a
             # small table, for no parallelism beyond the machine's cores.
@@ -161,6 +265,19 @@ class SparkSettings:
             # The keys stay in the environment (see jvm_environment): a value set here
             # would reach the JVM's command line, which every local user can read.
             conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = ENV_CREDENTIALS_PROVIDER
+        if self.is_iceberg:
+            if user is None:
+                raise ValueError("CSEP_TABLE_FORMAT=iceberg: a session is configured for "
+                                 "one job user's catalog, and none was given (a Spark "
+                                 "Connect server serves Delta only, so far)")
+            conf["spark.sql.extensions"] = (
+                "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
+            conf.update(self.catalog_conf(user))
+            conf["spark.sql.defaultCatalog"] = DEFAULT_CATALOG
+            return conf
+        conf["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
+        conf["spark.sql.catalog.spark_catalog"] = (
+            "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         if self.warehouse_dir:
             conf["spark.sql.warehouse.dir"] = self.warehouse_dir
         if self.metastore_url:
@@ -291,8 +408,12 @@ def _is_connect_session(session: object) -> bool:
 
 
 def spark_factory(settings: SparkSettings, *,
-                  connect_timeout: float = CONNECT_TIMEOUT) -> Callable[..., SparkSession]:
+                  connect_timeout: float = CONNECT_TIMEOUT,
+                  user: Callable[[], str | None] = lambda: None) -> Callable[..., SparkSession]:
     """Return ``get_spark(*, executor_cores=1)`` for ``settings`` (seed 001's contract).
+
+    ``user`` names the job's user when the session is made: with ``iceberg``, the
+    session's catalogs are that user's.
 
     The session is created on the first call, not before: a runner that fails its checks
     never pays for a JVM. Later calls return the same session. With an ``sc://`` master,
@@ -306,12 +427,19 @@ def spark_factory(settings: SparkSettings, *,
         if settings.is_connect:
             return _connect_session(settings.master, connect_timeout)
         builder = SparkSession.builder.master(settings.master)
-        for key, value in settings.spark_conf(executor_cores).items():
+        job_user = user()
+        for key, value in settings.spark_conf(executor_cores, job_user).items():
             builder = builder.config(key, value)
         # pyspark starts the JVM with a copy of os.environ: that is how the credentials
         # reach it without appearing on its command line.
         with _environment(settings.jvm_environment()):
-            return builder.getOrCreate()
+            session = builder.getOrCreate()
+        if settings.is_iceberg:
+            # Catalogs are loaded on first use, from the session's configuration as it
+            # is then: the credential goes over py4j's socket, not the JVM's command line.
+            for key, value in settings.catalog_secrets(job_user).items():
+                session.conf.set(key, value)
+        return session
 
     return get_spark
 

@@ -6,10 +6,11 @@
         endpoints and write .stack/env (the runner's environment; with --spark-connect
         its CSEP_SPARK_MASTER is the server's sc:// URL) and .stack/stack.json (the
         servers' coordinates, for `replay`; removed when the stack stops)
-    python -m stack demo [--keep-running] [--classic-spark]
+    python -m stack demo [--keep-running] [--classic-spark] [--iceberg]
         the stack with its Spark Connect server, plus the dispatcher, whose runners are
         clients of that warm server (with --classic-spark: each runner starts its own
-        local[*] Spark instead); replay the sample event set (stack/samples: a CheckM2
+        local[*] Spark instead; with --iceberg too, and they import into an Iceberg
+        table in the sample user's warehouse of the stack's REST catalog); replay the sample event set (stack/samples: a CheckM2
         job) end to end and show the result
     python -m stack replay DIR [--topic T] [--dlq-topic T] [--group G] [--timeout S]
                            [--state FILE]
@@ -38,19 +39,22 @@ from stack.state import STATE_FILE, StackState
 ENV_FILE = ROOT / ".stack" / "env"
 
 
-def write_env_file(stack: LocalStack) -> None:
-    """Write the runner environment (credentials included) to an owner-only file."""
+def write_env_file(stack: LocalStack, iceberg: bool = False) -> None:
+    """Write the runner environment (credentials included) to an owner-only file; with
+    ``iceberg``, a runner's on the ``iceberg`` table format."""
     ENV_FILE.parent.mkdir(exist_ok=True)
     ENV_FILE.touch(mode=0o600)
     ENV_FILE.chmod(0o600)
     env = stack.connect_runner_env() if stack.spark_connect else stack.runner_env()
+    if iceberg:
+        env = {**env, **stack.iceberg_runner_env()}
     ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
 
 @contextlib.contextmanager
-def running(stack: LocalStack) -> Iterator[None]:
+def running(stack: LocalStack, iceberg: bool = False) -> Iterator[None]:
     """Publish the stack's environment and coordinates while it runs."""
-    write_env_file(stack)
+    write_env_file(stack, iceberg)
     StackState.of(stack).write()
     try:
         yield
@@ -82,8 +86,11 @@ def up(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from stack.demo import run_demo
 
-    with LocalStack(spark_connect=not args.classic_spark) as stack, running(stack):
-        status = run_demo(stack, keep_running=args.keep_running, wait=wait_for_signal)
+    # The Spark Connect server serves Delta only: on Iceberg each runner starts its own.
+    connect = not (args.classic_spark or args.iceberg)
+    with LocalStack(spark_connect=connect) as stack, running(stack, args.iceberg):
+        status = run_demo(stack, keep_running=args.keep_running, wait=wait_for_signal,
+                          iceberg=args.iceberg)
     print("stack stopped")
     return status
 
@@ -120,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                              help="keep the stack and the dispatcher up until Ctrl-C")
     demo_parser.add_argument("--classic-spark", action="store_true",
                              help="no Spark Connect server: each runner starts local[*] Spark")
+    demo_parser.add_argument("--iceberg", action="store_true",
+                             help="the iceberg table format: Iceberg tables in the stack's "
+                                  "REST catalog (classic Spark runners)")
     demo_parser.set_defaults(func=demo)
     replay_parser = commands.add_parser(
         "replay", help="replay an event set into the running stack and print the outcomes")

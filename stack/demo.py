@@ -26,7 +26,9 @@ TOPIC, DLQ_TOPIC, GROUP = replay.DEFAULT_TOPIC, replay.DEFAULT_DLQ_TOPIC, replay
 
 
 def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
-             timeout: float = 600.0) -> int:
+             timeout: float = 600.0, iceberg: bool = False) -> int:
+    """``iceberg``: the runners use the ``iceberg`` table format (classic Spark) on the
+    sample user's warehouse, provisioned here first."""
     state = StackState.of(stack)
     stack.kafka.create_topic(TOPIC, 3)
     stack.kafka.create_topic(DLQ_TOPIC, 1)
@@ -36,6 +38,9 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
     # Runners inherit the dispatcher's environment: with the stack's Connect server they
     # are its clients, otherwise each starts a classic Spark of its own.
     runner_env = stack.connect_runner_env() if stack.spark_connect else None
+    if iceberg:
+        stack.create_iceberg_catalog(samples.CHECKM2.doc["user"])
+        runner_env = stack.iceberg_runner_env()
     dispatcher = DispatcherProcess(stack, stack.base_dir / "dispatcher", config,
                                    env=runner_env).start()
     try:
@@ -43,6 +48,8 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
         print(f"{'dispatcher':>22}: pid {dispatcher.process.pid}, log {dispatcher.log_path}")
         spark = stack.spark_connect.url if stack.spark_connect else "local[*] per runner"
         print(f"{'runners use Spark':>22}: {spark}")
+        if iceberg:
+            print(f"{'iceberg rest catalog':>22}: {stack.s3.iceberg_url}")
         print(f"{'metrics and health':>22}: http://127.0.0.1:{config['metrics_port']}/metrics, /health")
         print(f"replaying the event set {samples.HERE.relative_to(ROOT)}", flush=True)
         published = time.monotonic()
@@ -54,7 +61,7 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
             print(f"dispatcher log:\n{dispatcher.log()}")
             return 1
         print(f"imported and committed {time.monotonic() - published:.1f}s after publishing")
-        _show(stack, store, samples.CHECKM2.doc)
+        _show(stack, store, samples.CHECKM2.doc, iceberg=iceberg)
         if keep_running:
             print("stack and dispatcher running; publish more events on 'cts-jobs' or "
                   "replay an event set (python -m stack replay DIR). Ctrl-C stops them",
@@ -66,17 +73,26 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
     return 0
 
 
-def _show(stack: LocalStack, store: SpecStore, doc: dict) -> None:
-    from deltalake import DeltaTable
+def _show(stack: LocalStack, store: SpecStore, doc: dict, iceberg: bool = False) -> None:
+    if iceberg:
+        table = "checkm2.quality_report"
+        found = stack.iceberg_catalog(doc["user"]).load_table(table)
+        location = found.location()
+        rows = found.scan().to_arrow().to_pylist()
+        print(f"\nimported into Iceberg table {table} in the catalog of user "
+              f"{doc['user']} ({location}), {len(rows)} rows:")
+    else:
+        from deltalake import DeltaTable
 
-    table = f"{namespace_prefix(doc['user'])}checkm2.quality_report"
-    database, name = table.split(".")
-    location = f"s3://{stack.lake_bucket}/warehouse/{database}.db/{name}"
-    rows = DeltaTable(location, storage_options={
-        "AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-        "AWS_ACCESS_KEY_ID": stack.s3.access_key, "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key,
-        "AWS_ALLOW_HTTP": "true"}).to_pyarrow_table().to_pylist()
-    print(f"\nimported into Delta table {table} ({location}), {len(rows)} rows:")
+        table = f"{namespace_prefix(doc['user'])}checkm2.quality_report"
+        database, name = table.split(".")
+        location = f"s3://{stack.lake_bucket}/warehouse/{database}.db/{name}"
+        rows = DeltaTable(location, storage_options={
+            "AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
+            "AWS_ACCESS_KEY_ID": stack.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key,
+            "AWS_ALLOW_HTTP": "true"}).to_pyarrow_table().to_pylist()
+        print(f"\nimported into Delta table {table} ({location}), {len(rows)} rows:")
     columns = ["genome_name", "completeness", "contamination", "cts_job_id"]
     print("  " + " | ".join(columns))
     for row in sorted(rows, key=lambda r: r["genome_name"]):

@@ -9,7 +9,7 @@ The ``spark-connect`` profile is Delta's Connect server plug-in, which Maven Cen
 not publish for the pinned Delta release: ``jvm/delta-connect`` builds it from Delta's own
 sources and installs it into ``.cache/m2``, where the profile then resolves it.
 
-    python -m stack.jars kafka spark spark-connect
+    python -m stack.jars kafka spark spark-connect iceberg
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stack.paths import CACHE, DELTA_CONNECT_MODULE, POM, jar_dir
 
-PROFILES = ("kafka", "spark", "spark-connect")
+PROFILES = ("kafka", "spark", "spark-connect", "iceberg")
 # Profiles whose artifact is built here, by the Maven module in that directory.
 BUILT_BY = {"spark-connect": DELTA_CONNECT_MODULE}
 

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner.spark import SparkSettings
+from runner.spark import TOKEN_PATH, SparkSettings
 from stack import jars
 from stack.cts_double import CTSDouble
 from stack.kafka import KafkaBroker
@@ -18,6 +18,9 @@ from stack.spark_connect import SparkConnectServer
 from stack.supervisor import Supervisor
 
 LAKE_BUCKET = "cdm-lake"
+#: The stack's Iceberg warehouses, one per user: S3 table bucket names take lowercase
+#: letters, digits and hyphens only, so not the product's default ``user_{user}``.
+ICEBERG_WAREHOUSE = "user-{user}"
 
 
 class LocalStack:
@@ -122,11 +125,48 @@ class LocalStack:
             raise RuntimeError("the stack has no Spark Connect server: start_spark_connect()")
         return {**self.runner_env(), "CSEP_SPARK_MASTER": self.spark_connect.url}
 
+    def create_iceberg_catalog(self, user: str) -> str:
+        """Provision ``user``'s Iceberg warehouse (an S3 table bucket), as an operator
+        would before the user's first job; return its name."""
+        name = ICEBERG_WAREHOUSE.replace("{user}", user)
+        self.s3.create_table_bucket(name)
+        return name
+
+    def iceberg_catalog(self, user: str):
+        """A pyiceberg catalog on ``user``'s warehouse, through the stack's REST catalog
+        with the runners' credential: an independent reader of what Spark wrote."""
+        from pyiceberg.catalog import load_catalog
+
+        return load_catalog(
+            f"witness-{user}", type="rest", uri=self.s3.iceberg_url,
+            credential=self.s3.iceberg_credential,
+            warehouse=ICEBERG_WAREHOUSE.replace("{user}", user),
+            **{"oauth2-server-uri": self.s3.iceberg_url + TOKEN_PATH,
+               "s3.endpoint": self.s3.endpoint, "s3.region": self.s3.region,
+               "s3.access-key-id": self.s3.access_key,
+               "s3.secret-access-key": self.s3.secret_key, "s3.path-style-access": "true"})
+
+    def iceberg_runner_env(self) -> dict[str, str]:
+        """The environment of a runner on the ``iceberg`` table format: this stack's S3
+        and its Iceberg REST catalog (SeaweedFS's), with the catalog's OAuth2 client
+        credentials. Users' warehouses come from :meth:`create_iceberg_catalog`."""
+        return {
+            "CSEP_S3_ENDPOINT_URL": self.s3.endpoint,
+            "CSEP_S3_REGION": self.s3.region,
+            "AWS_ACCESS_KEY_ID": self.s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+            "CSEP_TABLE_FORMAT": "iceberg",
+            "CSEP_ICEBERG_CATALOG_URL": self.s3.iceberg_url,
+            "CSEP_ICEBERG_CREDENTIAL": self.s3.iceberg_credential,
+            "CSEP_ICEBERG_WAREHOUSE": ICEBERG_WAREHOUSE,
+        }
+
     def endpoints(self) -> dict[str, str]:
         """Human-facing addresses (no secrets)."""
         endpoints = {
             "kafka": self.kafka.bootstrap,
             "s3": self.s3.endpoint,
+            "iceberg rest catalog": self.s3.iceberg_url,
             "postgres (metastore)": self.postgres.jdbc_url,
             "cts double": self.cts.url,
         }

@@ -1,0 +1,192 @@
+"""The runner on the ``iceberg`` table format: Iceberg tables in the stack's REST catalog.
+
+The catalog is SeaweedFS's own Iceberg REST catalog, beside its S3, with OAuth2 client
+credentials on; each user's warehouse is provisioned by the stack. The importers are
+written in the Iceberg lakehouse's own style (tests/fixtures/iceberg_importers) and run
+unchanged. What Spark wrote is read back by pyiceberg through the same catalog. The
+tests share one store and run in order: later ones merge into the earlier ones' tables.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from contract import result as results
+from contract.spec import namespace_prefix
+from contract.store import SpecStore
+from stack.paths import ROOT
+from importers.tables import COMPLETION_TIME_COLUMN
+from tests.integration.test_runner import (COMPLETED, REPORT_A, checkm2_spec, make_spec,
+                                           run_runner, upload)
+from tests.integration.test_secrets import run_while_scanning
+
+ICEBERG_IMPORTERS = ROOT / "tests" / "fixtures" / "iceberg_importers"
+SAMPLE_REPORT = (ROOT / "stack" / "samples" / "checkm2" / "quality_report.tsv").read_text()
+USER = "icy"
+
+SECOND_REPORT = SAMPLE_REPORT.splitlines(keepends=True)[0] + (
+    "GCA_900111795.1\t70.5\t4.75\tGradient Boost (General Model)\t11\t0.851\t18422\t287.9\t"
+    "2104877\t0.38\t1954\tBetter assembly\n"
+    "GCA_000001405.1\t95.0\t1.0\tNeural Network (Specific Model)\t11\t0.9\t50000\t300.0\t"
+    "3000000\t0.41\t3000\tNone\n")
+CLUSTERS = "repA\trepA\nrepA\tm1\nrepB\trepB\n"
+ANNOTATIONS = (
+    "#\tgene name\tKO\tthrshld\tscore\tE-value\tKO definition\n"
+    "#\t---------\t------\t-------\t------\t---------\t-------------\n"
+    "*\tgene1\tK00001\t100.5\t150.2\t1.2e-40\talcohol dehydrogenase\n"
+    "\tgene1\tK00002\t200.0\t20.1\t0.5\taldehyde reductase\n"
+    "*\tgene2\tK00003\t80.0\t99.9\t3.4e-20\thomoserine dehydrogenase\n")
+
+
+@pytest.fixture(scope="module")
+def s3(stack):
+    stack.s3.create_bucket("cts-out")
+    return stack.s3.client()
+
+
+@pytest.fixture(scope="module")
+def store(stack, s3):
+    return SpecStore(f"s3://{stack.lake_bucket}/iceberg-specs", s3)
+
+
+@pytest.fixture(scope="module")
+def env(stack):
+    stack.create_iceberg_catalog(USER)
+    from stack.local import subprocess_env
+    return subprocess_env({**stack.iceberg_runner_env(),
+                           "CSEP_IMPORTER_DIRS": str(ICEBERG_IMPORTERS)})
+
+
+@pytest.fixture(scope="module")
+def catalog(stack, env):
+    """pyiceberg on the user's warehouse, through the same REST catalog as Spark."""
+    return stack.iceberg_catalog(USER)
+
+
+def spec(s3, tool: str, job_id: str, file_name: str, body: str):
+    output = upload(s3, "cts-out", f"{job_id}/{file_name}", body)
+    made = make_spec(job_id, f"example.org/iceberg-style/{tool}", f"iceberg-style {tool}",
+                     f"iceberg_{tool}", [output], {"namespace": tool}, user=USER)
+    # The dispatcher's spec names the Delta prefix; on Iceberg the runner gives "".
+    assert made.job.namespace_prefix == namespace_prefix(USER)
+    return made
+
+
+def run_ok(store, made, env):
+    uri = store.put_spec(made)
+    done = run_runner(uri, env)
+    assert done.returncode == 0, done.stderr[-6000:]
+    result = store.results(uri)[-1]
+    assert result.status == results.Status.SUCCEEDED
+    return result
+
+
+def rows(catalog, name: str, key) -> list[dict]:
+    return sorted(catalog.load_table(name).scan().to_arrow().to_pylist(), key=key)
+
+
+def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, store, env,
+                                                                  catalog):
+    uri = store.put_spec(spec(s3, "checkm2", "ice-checkm2-a", "quality_report.tsv",
+                              SAMPLE_REPORT))
+    done, leaks, seen = run_while_scanning([sys.executable, "-m", "runner", uri], env,
+                                           stack.secrets())
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert leaks == []
+    # The scan saw the runner's JVM, configured for the user's catalog.
+    jvm = [line for line in seen if "SparkSubmit" in line and "cdm-spark-events-runner" in line]
+    assert any("spark.sql.catalog.icy.uri" in line for line in jvm)
+    assert stack.s3.iceberg_credential not in done.stderr
+    result = store.results(uri)[-1]
+    assert result.status == results.Status.SUCCEEDED
+
+    # Bare names in the user's own catalog: no u_icy__ prefix.
+    assert catalog.list_namespaces() == [("checkm2",)]
+    found = rows(catalog, "checkm2.quality_report", key=lambda r: r["Name"])
+    assert [(r["Name"], r["Completeness"], r["cts_job_id"]) for r in found] == [
+        ("GCA_000005845.2", 99.98, "ice-checkm2-a"),
+        ("GCA_000009045.1", 99.87, "ice-checkm2-a"),
+        ("GCA_900111795.1", 62.4, "ice-checkm2-a")]
+
+
+def test_a_second_checkm2_job_merges_through_a_temporary_view(s3, store, env, catalog):
+    run_ok(store, spec(s3, "checkm2", "ice-checkm2-b", "quality_report.tsv", SECOND_REPORT),
+           env)
+
+    found = rows(catalog, "checkm2.quality_report", key=lambda r: r["Name"])
+    assert [(r["Name"], r["Completeness"], r["Additional_Notes"], r["cts_job_id"])
+            for r in found] == [
+        ("GCA_000001405.1", 95.0, "None", "ice-checkm2-b"),
+        ("GCA_000005845.2", 99.98, "None", "ice-checkm2-a"),
+        ("GCA_000009045.1", 99.87, "None", "ice-checkm2-a"),
+        ("GCA_900111795.1", 70.5, "Better assembly", "ice-checkm2-b")]
+    operations = [s.summary.operation.value
+                  for s in catalog.load_table("checkm2.quality_report").snapshots()]
+    assert operations[0] == "append" and len(operations) >= 2
+
+
+def test_mmseqs2_clusters_are_imported(s3, store, env, catalog):
+    run_ok(store, spec(s3, "mmseqs2", "ice-mmseqs2", "cluster_results_cluster.tsv", CLUSTERS),
+           env)
+
+    found = rows(catalog, "mmseqs2.clusters", key=lambda r: (r["representative"], r["member"]))
+    assert found == [
+        {"representative": "repA", "member": "m1", "cts_job_id": "ice-mmseqs2"},
+        {"representative": "repA", "member": "repA", "cts_job_id": "ice-mmseqs2"},
+        {"representative": "repB", "member": "repB", "cts_job_id": "ice-mmseqs2"}]
+
+
+def test_kofamscan_significant_annotations_are_imported_and_a_replay_changes_nothing(
+        s3, store, env, catalog):
+    made = spec(s3, "kofamscan", "ice-kofamscan", "annotations.tsv", ANNOTATIONS)
+    run_ok(store, made, env)
+    expected = [
+        {"significant": "*", "gene_name": "gene1", "KO": "K00001", "threshold": 100.5,
+         "score": 150.2, "evalue": 1.2e-40, "KO_definition": "alcohol dehydrogenase",
+         "cts_job_id": "ice-kofamscan"},
+        {"significant": "*", "gene_name": "gene2", "KO": "K00003", "threshold": 80.0,
+         "score": 99.9, "evalue": 3.4e-20, "KO_definition": "homoserine dehydrogenase",
+         "cts_job_id": "ice-kofamscan"}]
+    assert rows(catalog, "kofamscan.annotations", key=lambda r: r["gene_name"]) == expected
+
+    run_ok(store, made, env)  # the replay: MERGE ... WHEN NOT MATCHED THEN INSERT only
+
+    assert rows(catalog, "kofamscan.annotations", key=lambda r: r["gene_name"]) == expected
+
+
+def test_a_wrong_catalog_credential_is_an_infrastructure_failure(stack, s3, store, env,
+                                                                catalog):
+    wrong = {**env, "CSEP_ICEBERG_CREDENTIAL": f"{stack.s3.access_key}:not-the-secret"}
+    uri = store.put_spec(spec(s3, "checkm2", "ice-wrong-credential", "quality_report.tsv",
+                              SECOND_REPORT))
+    done = run_runner(uri, wrong)
+
+    assert done.returncode == 69, done.stderr[-6000:]
+    result = store.results(uri)[-1]
+    assert result.status == results.Status.INFRASTRUCTURE
+    assert result.service == "catalog"
+    assert "refused the runner's client credentials" in result.message
+    assert "not-the-secret" not in result.message + (result.traceback or "") + done.stderr
+    # Nothing was written.
+    assert "ice-wrong-credential" not in {
+        r["cts_job_id"] for r in catalog.load_table("checkm2.quality_report").scan().to_arrow()
+        .to_pylist()}
+
+
+def test_the_built_in_checkm2_importer_and_helper_library_write_iceberg(stack, s3, store,
+                                                                       env):
+    # Another user: another warehouse, provisioned as for the first.
+    stack.create_iceberg_catalog("icyb")
+    report = upload(s3, "cts-out", "ice-builtin/quality_report.tsv", REPORT_A)
+    made = checkm2_spec("ice-builtin", [report], user="icyb")
+    run_ok(store, made, env)
+
+    theirs = stack.iceberg_catalog("icyb")
+    table = theirs.load_table("checkm2.quality_report")
+    found = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["genome_name"])
+    assert [(r["genome_name"], r["completeness"], r["translation_table_used"],
+             r["cts_job_id"]) for r in found] == [
+        ("GCA_1", 98.5, 11, "ice-builtin"), ("GCA_2", 75.0, 11, "ice-builtin")]
+    assert {r[COMPLETION_TIME_COLUMN] for r in found} == {COMPLETED}
