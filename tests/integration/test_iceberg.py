@@ -9,6 +9,7 @@ tests share one store and run in order: later ones merge into the earlier ones' 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -56,7 +57,9 @@ def env(stack):
     stack.create_iceberg_catalog(USER)
     from stack.local import subprocess_env
     return subprocess_env({**stack.iceberg_runner_env(),
-                           "CSEP_IMPORTER_DIRS": str(ICEBERG_IMPORTERS)})
+                           # The built-in CheckM2 importer too (the last test).
+                           "CSEP_IMPORTER_DIRS": os.pathsep.join(
+                               ["@builtin", str(ICEBERG_IMPORTERS)])})
 
 
 @pytest.fixture(scope="module")
