@@ -196,19 +196,18 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        if self.context.reason is not None:
-            return self.context.reason
-        if self.message is not None and isinstance(self.message.get("error_dlq"), str):
-            return self.message["error_dlq"]
-        return ""
+        return self._header_or_field(self.context.reason, "error_dlq")
 
     @property
     def trace(self) -> str:
-        if self.context.trace:
-            return self.context.trace
-        if self.message is not None and isinstance(self.message.get("error_dlq_trace"), str):
-            return self.message["error_dlq_trace"]
-        return ""
+        return self._header_or_field(self.context.trace, "error_dlq_trace")
+
+    def _header_or_field(self, header: str | None, field: str) -> str:
+        """The header's text, else the message's ``field`` when it is a string, else ""."""
+        if header:
+            return header
+        value = self.message.get(field) if self.message is not None else None
+        return value if isinstance(value, str) else ""
 
     @property
     def truncated(self) -> bool:
