@@ -11,6 +11,13 @@ def lane(stack, tmp_path):
     lane.close()
 
 
+@pytest.fixture(scope="module")
+def s3(stack):
+    """An S3 client; the CTS output bucket ``cts-out`` exists."""
+    stack.s3.create_bucket("cts-out")
+    return stack.s3.client()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):

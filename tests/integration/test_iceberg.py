@@ -42,12 +42,6 @@ ANNOTATIONS = (
 
 
 @pytest.fixture(scope="module")
-def s3(stack):
-    stack.s3.create_bucket("cts-out")
-    return stack.s3.client()
-
-
-@pytest.fixture(scope="module")
 def store(stack, s3):
     return SpecStore(f"s3://{stack.lake_bucket}/iceberg-specs", s3)
 

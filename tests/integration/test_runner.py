@@ -112,13 +112,6 @@ SEQKIT_STATS = (
 
 
 @pytest.fixture(scope="module")
-def s3(stack):
-    """An S3 client; the CTS output bucket ``cts-out`` exists."""
-    stack.s3.create_bucket("cts-out")
-    return stack.s3.client()
-
-
-@pytest.fixture(scope="module")
 def store(stack, s3):
     return SpecStore(f"s3://{stack.lake_bucket}/event-specs", s3)
 
