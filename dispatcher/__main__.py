@@ -80,7 +80,7 @@ def build(config: Config):
         bootstrap_servers=config.kafka.bootstrap_servers, acks="all", retries=5,
         max_block_ms=call_ms, request_timeout_ms=call_ms, delivery_timeout_ms=2 * call_ms + 1000,
         max_request_size=max(1 << 20, 2 * config.kafka.max_message_bytes))
-    metrics, health = Metrics(), Health()
+    metrics, health = Metrics(e.name for e in registry.entries), Health()
     serve(metrics, health, config.metrics_port)
     return Dispatcher(
         config, consumer=consumer, producer=producer,

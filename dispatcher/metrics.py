@@ -17,7 +17,7 @@ import collections
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -35,7 +35,12 @@ RECENT_OUTCOMES = 50
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The dispatcher's metrics. ``importers`` (the registry's names) have their
+    per-importer counters exported at 0 from the start, for the same reason as
+    :data:`OUTCOMES`: a series born at its first increment hides that increment from
+    ``rate()`` and ``increase()``."""
+
+    def __init__(self, importers: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter("csep_events", "Events by outcome", ["outcome"],
                               registry=self.registry)
@@ -61,6 +66,9 @@ class Metrics:
             registry=self.registry)
         for outcome in OUTCOMES:
             self.events.labels(outcome)
+        for importer in importers:
+            self.retries.labels(importer)
+            self.write_conflicts.labels(importer)
         ProcessCollector(registry=self.registry)
 
 

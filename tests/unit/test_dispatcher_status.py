@@ -43,6 +43,14 @@ def test_every_metric_the_dashboard_queries_is_exported():
         assert topic in titles
 
 
+def test_per_importer_counters_start_at_zero_for_every_registered_importer():
+    text = generate_latest(Metrics(["checkm2", "gtdbtk"]).registry).decode()
+    for importer in ("checkm2", "gtdbtk"):
+        assert f'csep_retries_total{{importer="{importer}"}} 0.0' in text
+        assert f'csep_write_conflicts_total{{importer="{importer}"}} 0.0' in text
+    assert 'importer="' not in generate_latest(Metrics().registry).decode()
+
+
 def test_status_serves_the_loop_s_view():
     health = Health()
     health.status = {"events": [{"job_id": "j1", "stage": "running", "attempt": 2}],
