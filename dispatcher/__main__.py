@@ -14,10 +14,10 @@ import os
 import signal
 import sys
 
-from dispatcher import config as configuration
 from common import logs
-from registry import RegistryError
+from dispatcher import config as configuration
 from dispatcher.config import Config, LauncherSettings
+from registry import RegistryError
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
 
@@ -46,12 +46,12 @@ def build(config: Config):
     from kafka import KafkaConsumer, KafkaProducer
 
     from common.s3 import s3_client
+    from contract.store import SpecStore
     from dispatcher.cts import CtsClient
     from dispatcher.loop import Dispatcher
     from dispatcher.metrics import Health, Metrics, serve
     from registry import Registry
     from registry.registry import DIRS_VARIABLE
-    from contract.store import SpecStore
 
     if config.registry_dirs:
         # The runners read the same variable: both sides must see the same importers.

@@ -547,10 +547,11 @@ def row(letter: DeadLetter, importer: str | None) -> tuple[str, ...]:
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS) -> str:
     """Columns aligned; long cells cut to the column's limit."""
-    cells = [[one_line(c, _WIDTHS.get(h, 200)) for h, c in zip(header, r)] for r in rows]
+    cells = [[one_line(c, _WIDTHS.get(h, 200)) for h, c in zip(header, r, strict=True)]
+             for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
     lines = [header, *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines) + "\n"
 
 

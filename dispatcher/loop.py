@@ -41,6 +41,7 @@ from kafka import TopicPartition
 
 from common.faults import Fault, ServiceFailure, fault_of, one_line
 from contract import result as results
+from contract.claim import AttemptClaim
 from contract.spec import EventRef
 from dispatcher import dlq, events
 from dispatcher.breakers import Breakers
@@ -48,7 +49,6 @@ from dispatcher.clock import SYSTEM_CLOCK, Clock
 from dispatcher.config import Config
 from dispatcher.intake import Intake
 from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit, RunnerHandle
-from contract.claim import AttemptClaim
 from dispatcher.ledger import OWNER, AttemptLedger, Attempts, lease_expired
 from dispatcher.metrics import Health, Metrics
 from dispatcher.retry import RetryPolicy, Verdict, verdict
@@ -571,7 +571,7 @@ class Dispatcher:
             work.attempts = self._attempts(work)
             return written
         # Killed, timed out, crashed, or never started: the dispatcher writes the result.
-        message = ("timed out after %ss and killed" % work.importer.settings.timeout_seconds
+        message = (f"timed out after {work.importer.settings.timeout_seconds}s and killed"
                    if exit.timed_out else f"runner ended without a result ({status.value})")
         result = results.RunResult(
             spec_uri=work.spec_uri, job_id=work.event.job_id, status=status,

@@ -13,8 +13,8 @@ import attrs
 import tenacity
 from tenacity import stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from dispatcher.launchers import RunnerExit
 from contract.result import ExitCode
+from dispatcher.launchers import RunnerExit
 
 
 @attrs.frozen

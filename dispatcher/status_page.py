@@ -142,7 +142,8 @@ def render(view: Mapping[str, Any], now: datetime | None = None) -> str:
 </head>
 <body>
 <h1>CDM Spark Events dispatcher</h1>
-<nav><a href="/status">/status (JSON)</a><a href="/metrics">/metrics</a><a href="/health">/health</a></nav>
+<nav><a href="/status">/status (JSON)</a><a href="/metrics">/metrics</a>\
+<a href="/health">/health</a></nav>
 {health}
 <p>{len(events)} event(s) held, {_text(view.get("runners_in_flight", 0))} runner(s) running.</p>
 <h2>Circuit breakers</h2>

@@ -15,27 +15,26 @@ import functools
 import importlib
 import os
 import sys
-import traceback
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from common.faults import causes, one_line
 from common.redaction import Redactor
 from common.s3 import s3_client
+from contract.result import DeltaCommit, ExitCode, RunResult, Status
+from contract.spec import JobSpec, SpecError, from_yaml
 from registry import ImporterEntry, Registry, RegistryError
-from runner import logs
+from runner import catalog, logs, probes
 from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
 from runner.conflicts import run_until_committed
-from common.faults import causes, one_line
-from runner import catalog, probes
 from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavailable
 from runner.locations import SpecLocation
 from runner.logs import log
-from contract.result import DeltaCommit, ExitCode, RunResult, Status
 from runner.spark import SparkSettings, preload, spark_factory
-from contract.spec import JobSpec, SpecError, from_yaml
 
 _TRACEBACK_LIMIT = 20_000
 

@@ -22,11 +22,11 @@ from collections.abc import Iterator, Mapping
 import attrs
 
 from common.s3 import S3Uri, s3_client
-from registry.images import image_name
+from contract import claim as claims
 from contract.result import Status
 from contract.spec import SpecError
-from contract import claim as claims
 from contract.store import SpecStore
+from registry.images import image_name
 
 PENDING = "pending"
 

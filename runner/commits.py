@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
+from contract.result import DeltaCommit
 from runner.delta_log import commits_since, s3_log
 from runner.logs import log
 from runner.spark import stop_session
-from contract.result import DeltaCommit
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

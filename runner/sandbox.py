@@ -25,8 +25,8 @@ The YAML is read by the registry's loader, which reads every ``*.yaml`` of its d
 (as the runner does for a directory of ``CSEP_IMPORTER_DIRS``): a problem in any of
 them is reported. A YAML in an importer package (a directory with ``__init__.py``) is
 loaded with its package, so ``py_module: pkg.module`` and the package's imports between
-its modules work without ``PYTHONPATH``. ``CSEP_SPARK_JARS`` is honoured (the Delta jar); the S3, metastore and
-master settings of the environment are not: the sandbox is always local.
+its modules work without ``PYTHONPATH``. ``CSEP_SPARK_JARS`` is honoured (the Delta
+jar); the S3, metastore and master settings of the environment are not: the sandbox is always local.
 
 Exit status: 0 when both runs succeed and the second changed nothing; 1 when the second
 run changed a table; 64 for an unusable YAML or FILE; for a failing run, the runner's

@@ -303,7 +303,7 @@ class SparkSettings:
                     # Hadoop's Configuration expands ${env.NAME} when Hive reads the
                     # password: the JVM's command line carries the variable's name only.
                     conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] = (
-                        "${env.%s}" % METASTORE_PASSWORD_VARIABLE)
+                        f"${{env.{METASTORE_PASSWORD_VARIABLE}}}")
         return conf
 
     def jvm_environment(self) -> dict[str, str]:
@@ -385,8 +385,7 @@ def stop_session(session: SparkSession) -> None:
     ``stop()`` releases the session before that pool is drained, so without this the
     server logs an error per operation still being released."""
     if _is_connect_session(session):
-        from pyspark.sql.connect.client.reattach import (
-            ExecutePlanResponseReattachableIterator)
+        from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator
 
         ExecutePlanResponseReattachableIterator.shutdown()
     session.stop()
