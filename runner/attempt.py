@@ -49,10 +49,12 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     spark_failures: list[BaseException] = []
     s3 = functools.cache(lambda: s3_client(environ))  # made on first use, then shared
     spec: JobSpec | None = None
-    spark = MarkedSpark(_guarded(spark_factory(settings, user=lambda: spec and spec.job.user),
+    spark = MarkedSpark(_guarded(spark_factory(settings,
+                                               user=lambda: spec.job.user if spec else None),
                                  spark_failures),
                         marker=f"csep-attempt:{uuid.uuid4()}", s3=s3)
-    status, exit_code, error = Status.SUCCEEDED, ExitCode.OK, None
+    status, exit_code = Status.SUCCEEDED, ExitCode.OK
+    error: Exception | None = None
     in_importer = False
     commits: tuple[DeltaCommit, ...] = ()
     try:
@@ -200,6 +202,8 @@ def _registered(spec: JobSpec, environ: Mapping[str, str]) -> ImporterEntry:
                 f"name routes {what}" + (": " + ", ".join(
                     f"{e.name!r} ({e.py_module}) in {e.source}" for e in routed)
                     if routed else ": none does"))
+    elif spec.job.image is None:
+        raise BadSpecError("the spec's job has neither an image nor an S3 object")
     else:
         what = f"image {spec.job.image!r}"
         entry = registry.for_image(spec.job.image)

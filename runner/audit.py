@@ -53,7 +53,8 @@ def summaries(store: SpecStore, job_id: str | None = None, image: str | None = N
             spec = store.get_spec(uri)
             job = spec.job.id
             # An S3 event's spec has no image: its object stands in that column.
-            spec_image = spec.job.image or f"s3://{spec.job.object.file}"
+            obj = spec.job.object
+            spec_image = spec.job.image or (f"s3://{obj.file}" if obj else "(no image)")
         except SpecError:
             job, spec_image = "-", "(invalid spec)"
         if image and (spec_image.startswith("s3://")

@@ -107,6 +107,8 @@ class MarkedSpark:
             self._stop()
 
     def _stop(self) -> None:
+        if self.session is None:
+            return
         try:
             stop_session(self.session)
         except Exception as error:  # a JVM that died already has nothing to stop
@@ -217,6 +219,7 @@ def _history_commits(spark: SparkSession, table: Table, marker: str,
                                 operation=r.operation,
                                 metrics=dict(r.operationMetrics or {}))
                     for r in rows if r.userMetadata == marker]
+        assert limit is not None  # without a limit the first page is the whole history
         limit *= 4
 
 
