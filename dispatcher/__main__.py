@@ -36,6 +36,7 @@ def make_launcher(settings: LauncherSettings):
     if settings.kind == "kubernetes":
         from dispatcher.kubernetes import KubernetesLauncher
 
+        assert settings.kubernetes is not None  # LauncherSettings requires it for this kind
         return KubernetesLauncher(settings.kubernetes)
     return SubprocessLauncher(pass_env=settings.subprocess.pass_env,
                               standby=settings.subprocess.standby)
@@ -108,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     except RegistryError as error:
         print(f"dispatcher: the importer registry is unusable: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    def shut_down(number: int, _frame: object) -> None:
+        log.info("signal %s: shutting down", number)
+        dispatcher.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda number, _: (log.info("signal %s: shutting down", number),
-                                              dispatcher.stop()))
+        signal.signal(sig, shut_down)
     return dispatcher.run()
 
 

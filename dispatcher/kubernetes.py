@@ -355,6 +355,7 @@ class KubernetesJobHandle:
         # The pod would wait until the deadline; free the slot. The runner never ran, so
         # the attempt is not spent (the next launch of it creates the Job anew).
         self._launcher.delete(self.name)
+        assert pod is not None  # a reason not to start is read from the pod
         return RunnerExit(exit_code=None, infrastructure="kubernetes", stderr_tail=(
             f"runner pod {pod.metadata.name} cannot start: {reason}: "
             f"{message or ''}".rstrip(": ")))

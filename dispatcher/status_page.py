@@ -95,7 +95,8 @@ def _events(events: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for event in events:
         wait = event.get("next_step_in_seconds")
-        step = NEXT_STEP.get(event.get("stage"), event.get("stage"))
+        stage = event.get("stage")
+        step = NEXT_STEP.get(stage, stage) if isinstance(stage, str) else stage
         rows.append((_td(_subject(event)), _td(event.get("source")), _td(_where(event)),
                      _td(event.get("stage")), _td(event.get("importer")),
                      _td(event.get("attempt")), _td(_seconds(event.get("runner_age_seconds"))),
