@@ -12,7 +12,7 @@ from runner.locations import FileLocation
 ENV = {"CSEP_IMPORTER_DIRS": "", "CSEP_SPARK_MASTER": "no-such-master://never"}
 
 
-def spec(image: str, py_module: str, name: str = "checkm2") -> str:
+def spec(image: str | None, py_module: str, name: str = "checkm2") -> str:
     return to_yaml(JobSpec(
         job=JobInfo(id="j1", outputs=(), image=image, image_digest="sha256:ab",
                     input_file_count=0, output_file_count=0,
@@ -40,6 +40,12 @@ def test_an_image_without_importer_is_refused(tmp_path):
     result = attempt(tmp_path, spec("example.org/unknown", "importers.checkm2"))
     assert (result.status, result.exit_code, result.job_id) == (Status.BAD_SPEC, 64, "j1")
     assert "no importer is registered for image 'example.org/unknown'" in result.message
+
+
+def test_a_spec_without_image_or_object_is_refused(tmp_path):
+    result = attempt(tmp_path, spec(None, "importers.checkm2"))
+    assert (result.status, result.exit_code, result.job_id) == (Status.BAD_SPEC, 64, "j1")
+    assert "neither an image nor an S3 object" in result.message
 
 
 def test_a_spec_cannot_choose_the_module(tmp_path):
