@@ -100,14 +100,16 @@ class Cluster:
         }
         return self.core.create_namespaced_pod(self.namespace, pod).metadata.name
 
-    def set_pod(self, pod: str, phase: str, state: dict[str, Any]) -> None:
-        """The kubelet's report: the pod's phase and its runner container's state."""
+    def set_pod(self, pod: str, phase: str, state: dict[str, Any] | None,
+                conditions: list[dict[str, str]] | None = None) -> None:
+        """The kubelet's report: the pod's phase and its runner container's state (None:
+        not on a node yet), or the scheduler's ``conditions``."""
         body = self.wire(self.core.read_namespaced_pod(pod, self.namespace))
-        body["status"] = {
-            "phase": phase, "startTime": now(),
-            "containerStatuses": [{
+        body["status"] = {"phase": phase, "conditions": conditions or []}
+        if state is not None:
+            body["status"].update({"startTime": now(), "containerStatuses": [{
                 "name": "runner", "image": IMAGE, "imageID": "", "ready": False,
-                "restartCount": 0, "started": phase == "Running", "state": state}]}
+                "restartCount": 0, "started": phase == "Running", "state": state}]})
         self.core.replace_namespaced_pod_status(pod, self.namespace, body)
 
     def set_job_status(self, name: str, status: dict[str, Any]) -> None:
@@ -145,6 +147,16 @@ def terminated(exit_code: int, reason: str) -> dict[str, Any]:
     stamp = now()
     return {"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": stamp,
                            "finishedAt": stamp}}
+
+
+class Clock:
+    """Time that moves only when the test says so (the launcher paces its listings)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 RUNNING = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
@@ -256,6 +268,27 @@ def test_how_a_job_ends_is_what_the_launcher_reports(launcher, cluster, case):
     assert handle.poll() == ended, "the end, once seen, stays"
 
 
+def test_a_pod_unschedulable_past_the_pending_limit_frees_its_slot(kube_api, cluster):
+    clock = Clock()
+    client = kube_api.api_client()
+    launcher = KubernetesLauncher(settings(pending_limit_seconds=300),
+                                  k8s.BatchV1Api(client), k8s.CoreV1Api(client), clock=clock)
+    handle = launcher.launch(request("unschedulable", executor_cores=64))
+    pod = cluster.start(handle.name)
+    cluster.set_pod(pod, "Pending", None, conditions=[{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient cpu.",
+        "lastTransitionTime": now()}])
+    assert handle.poll() is None, "a cluster may still add a node"
+    clock.now += 299
+    assert handle.poll() is None
+    clock.now += 2
+    ended = handle.poll()
+    assert ended is not None and ended.infrastructure == "kubernetes"
+    assert "Unschedulable: 0/3 nodes are available: 3 Insufficient cpu." in ended.stderr_tail
+    assert cluster.job(handle.name) is None
+
+
 def test_a_restarted_launcher_adopts_its_predecessors_job(kube_api, cluster, launcher):
     attempt = request("adopted")
     first = launcher.launch(attempt)
@@ -342,16 +375,6 @@ def list_calls(kube_api: KubeApiServer, resource: str) -> int:
         if match and f'resource="{resource}"' in match[1] and 'verb="LIST"' in match[1]:
             total += int(match[2])
     return total
-
-
-class Clock:
-    """Time that moves only when the test says so (the launcher paces its listings)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_fifty_jobs_in_flight_are_polled_with_one_listing_per_interval(kube_api, cluster):
