@@ -128,6 +128,15 @@ def test_the_configmap_is_a_valid_dispatcher_configuration(tmp_path):
     assert config.metrics_port == 8080
 
 
+def test_the_runner_settings_are_variables_runners_read_and_hold_no_credential():
+    runner_variables = set(dispatcher_config.DockerSettings().pass_env)
+    settings = by_kind("ConfigMap", "csep-runner-settings")["data"]
+    assert set(settings) <= runner_variables
+    credentials = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CSEP_METASTORE_PASSWORD",
+                   "CSEP_ICEBERG_CREDENTIAL"}
+    assert not set(settings) & credentials
+
+
 def test_the_dispatcher_account_runs_the_launcher(kube_api, deployed, dispatcher_token,
                                                   tmp_path):
     # A kubeconfig holding the account's token, as the mounted token would be in the pod.
