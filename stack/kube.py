@@ -58,7 +58,7 @@ def _certificate(directory: Path, name: str, subject: str, *extensions: str) -> 
 def make_certificates(directory: Path) -> None:
     """The CA, the serving and admin certificates and the service-account signing key."""
     directory.mkdir(parents=True, exist_ok=True)
-    if (directory / "admin.crt").exists():
+    if (directory / "service-account.pub").exists():  # made last
         return
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
@@ -97,13 +97,17 @@ class KubeApiServer:
 
     def start(self, timeout: float = 240.0) -> KubeApiServer:
         make_certificates(self.pki)
-        self._etcd = ServerProcess("etcd", [
-            str(kube_binary("etcd")), f"--data-dir={self.directory / 'etcd'}",
-            f"--listen-client-url=http://127.0.0.1:{self.etcd_port}",
-            f"--listen-peer-url=http://127.0.0.1:{self.etcd_peer_port}"],
-            self.directory / "etcd.log")
-        self._etcd.wait_healthy(self._etcd_healthy, timeout)
-        self.start_apiserver(timeout)
+        try:
+            self._etcd = ServerProcess("etcd", [
+                str(kube_binary("etcd")), f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-url=http://127.0.0.1:{self.etcd_port}",
+                f"--listen-peer-url=http://127.0.0.1:{self.etcd_peer_port}"],
+                self.directory / "etcd.log")
+            self._etcd.wait_healthy(self._etcd_healthy, timeout)
+            self.start_apiserver(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _etcd_healthy(self) -> bool:
@@ -157,20 +161,16 @@ class KubeApiServer:
 
     # -- clients --------------------------------------------------------------------------
 
-    def api_client(self, token: str | None = None) -> Any:
-        """A ``kubernetes.client.ApiClient``: the admin's (client certificate), or the
-        identity of a bearer ``token`` (e.g. a service account's)."""
+    def api_client(self) -> Any:
+        """The admin's ``kubernetes.client.ApiClient`` (client certificate, group
+        ``system:masters``); another identity: :meth:`kubeconfig` with its token."""
         from kubernetes import client as k8s
 
         configuration = k8s.Configuration()
         configuration.host = self.url
         configuration.ssl_ca_cert = str(self.ca_file)
-        if token is None:
-            configuration.cert_file = str(self.pki / "admin.crt")
-            configuration.key_file = str(self.pki / "admin.key")
-        else:
-            configuration.api_key = {"authorization": token}
-            configuration.api_key_prefix = {"authorization": "Bearer"}
+        configuration.cert_file = str(self.pki / "admin.crt")
+        configuration.key_file = str(self.pki / "admin.key")
         return k8s.ApiClient(configuration)
 
     def kubeconfig(self, path: Path, token: str | None = None,

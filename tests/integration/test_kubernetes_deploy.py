@@ -170,7 +170,11 @@ def test_the_dispatcher_account_runs_the_launcher(kube_api, deployed, dispatcher
     assert deployed.job(handle.name) is None
 
     # The runner pods' credentials are not the dispatcher's to read.
-    client = kube_api.api_client(token=dispatcher_token)
+    client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    identity = k8s.AuthenticationV1Api(client).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    assert identity.status.user_info.username == \
+        f"system:serviceaccount:{NAMESPACE}:csep-dispatcher"
     core, batch = k8s.CoreV1Api(client), k8s.BatchV1Api(client)
     refused = [
         lambda: core.read_namespaced_secret("csep-runner-credentials", NAMESPACE),
