@@ -1,3 +1,7 @@
+// The tests' Kubernetes API server, built by scripts/build-kube.sh: kube-apiserver from
+// k8s.io/kubernetes (whose own replace directives, to its staging/ directory, do not apply
+// to a module that requires it: hence the replace block below, one k8s.io/* release per
+// staging module) and etcd (./etcd, the etcd server that release depends on).
 module csep.local/stack/go
 
 go 1.24.0
