@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 .PHONY: setup system-packages lint test unit run stack clean-stack bench
 
 setup: system-packages $(VENV)/.installed .cache/jars/kafka/.complete .cache/jars/spark/.complete \
-       .cache/jars/spark-connect/.complete .cache/jars/iceberg/.complete
+       .cache/jars/spark-connect/.complete .cache/jars/iceberg/.complete .cache/kube/.complete
 
 system-packages:
 	@scripts/install-system-packages.sh
@@ -26,6 +26,11 @@ $(VENV)/.installed: pyproject.toml
 
 # Delta's Connect server plug-in is compiled here from the sources in jvm/delta-connect.
 .cache/jars/spark-connect/.complete: $(shell find jvm/delta-connect -path '*/target' -prune -o -type f -print)
+
+# The tests' Kubernetes API server (etcd, kube-apiserver) built from source with Go; long
+# the first time (see README, "Kubernetes"), then skipped.
+.cache/kube/.complete: scripts/build-kube.sh $(wildcard stack/go/go.* stack/go/*/*.go)
+	scripts/build-kube.sh
 
 # ruff (configured in pyproject.toml) over the whole tree, then mypy over the packages
 # that ship; a few seconds, so `make test` runs them before the suite.

@@ -11,6 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("CSEP_CACHE_DIR", ROOT / ".cache"))
 JARS = CACHE / "jars"
+#: ``etcd`` and ``kube-apiserver``, built from source by scripts/build-kube.sh.
+KUBE_BIN = CACHE / "kube" / "bin"
 POM = ROOT / "jvm" / "pom.xml"
 # Delta's Spark Connect server plug-in, built from Delta's sources (jar profile spark-connect).
 DELTA_CONNECT_MODULE = ROOT / "jvm" / "delta-connect"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from stack.kube import KubeApiServer
 from stack.local import LocalStack, subprocess_env
 from stack.spark_connect import SparkConnectServer
 
@@ -35,6 +36,14 @@ def runner_env(stack: LocalStack) -> dict[str, str]:
 def spark_connect(stack: LocalStack) -> SparkConnectServer:
     """A Spark Connect server on the stack, started only by the tests that ask for it."""
     return stack.start_spark_connect()
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApiServer]:
+    """A real Kubernetes API server (etcd + kube-apiserver, RBAC on), started once per
+    session by the tests that ask for it; no controller, scheduler or kubelet runs."""
+    with KubeApiServer(tmp_path_factory.mktemp("kube")) as server:
+        yield server
 
 
 def run_python(code: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
