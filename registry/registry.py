@@ -65,6 +65,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import attrs
@@ -365,8 +366,8 @@ def _route_clash(entry: ImporterEntry, entries: list[ImporterEntry]) -> str | No
 
 
 def _check_module(entry: ImporterEntry, check: Check) -> None:
-    where = f"{entry.source}: py_module: {entry.py_module!r}"
     if check == "find":
+        where = f"{entry.source}: py_module: {entry.py_module!r}"
         try:
             found = importlib.util.find_spec(entry.py_module)
         except (ImportError, ValueError) as error:
@@ -374,6 +375,15 @@ def _check_module(entry: ImporterEntry, check: Check) -> None:
         if found is None:
             raise ValueError(f"{where} cannot be found on the module path")
         return
+    load_module(entry)
+
+
+def load_module(entry: ImporterEntry) -> ModuleType:
+    """Import ``entry``'s module and check it: a callable ``run_import``, and the
+    module's ``check_importer_meta`` (if any) accepting the entry's ``importer_meta``.
+    Raises ``ValueError`` naming the file and what is wrong; a module the importer
+    imports that is not installed here is named."""
+    where = f"{entry.source}: py_module: {entry.py_module!r}"
     try:
         module = importlib.import_module(entry.py_module)
     except ModuleNotFoundError as error:
@@ -396,3 +406,4 @@ def _check_module(entry: ImporterEntry, check: Check) -> None:
             check_meta(entry.importer_meta)
         except ValueError as error:
             raise ValueError(f"{entry.source}: importer_meta: {error}") from error
+    return module

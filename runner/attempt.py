@@ -1,10 +1,12 @@
 """One attempt at one spec: check it, verify the outputs, run the importer, report.
 
 Every step that refuses raises a :class:`~runner.errors.RunnerError` whose class fixes
-the exit code; any other exception from the importer is exit 70, unless Spark could not
-start or a service the runner needs no longer accepts connections (see
+the exit code; from the importer, a ``ValueError`` or ``KeyError`` is bad data (exit 65)
+and any other exception exit 70 (:func:`~runner.errors.importer_outcome`), unless Spark
+could not start or a service the runner needs no longer accepts connections (see
 :mod:`runner.probes`): then the attempt is the infrastructure's, exit 69. Spark starts
-only when the importer asks for it, so a refused spec costs no JVM.
+only when the importer asks for it, so a refused spec costs no JVM. Only the spec's
+importer module is imported: another importer's missing dependency does not stop it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import importlib
 import os
 import sys
 import time
@@ -26,12 +27,19 @@ from common.redaction import Redactor
 from common.s3 import s3_client
 from contract.result import DeltaCommit, ExitCode, RunResult, Status
 from contract.spec import JobSpec, SpecError, from_yaml
-from registry import ImporterEntry, Registry, RegistryError
+from registry import ImporterEntry, Registry, RegistryError, load_module
 from runner import catalog, logs, probes
 from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
 from runner.conflicts import run_until_committed
-from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavailable
+from runner.errors import (
+    BadDataError,
+    BadSpecError,
+    RunnerError,
+    ServiceUnavailable,
+    importer_message,
+    importer_outcome,
+)
 from runner.locations import SpecLocation
 from runner.logs import log
 from runner.spark import SparkSettings, preload, spark_factory
@@ -61,6 +69,7 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         spec = _parse(location.read(), location.uri)
         job_id = logs.context.job_id = spec.job.id
         entry = _registered(spec, environ)
+        module = _loaded(entry)
         meta = dict(entry.importer_meta)
         if spec.job.object is None:
             log.info("spec read: image %s, importer %s", spec.job.image,
@@ -74,7 +83,6 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
                                      spec.job.outputs[0].crc64nvme)
             log.info("the object is unchanged since the event (size, eTag, %s CRC64NVME)",
                      checksum)
-        module = importlib.import_module(spec.importer.py_module)
         # The runner's stdout is reserved for the result (SPEC "-").
         in_importer = True
         job = spec.job
@@ -85,8 +93,10 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
                 time_left=_time_left(entry.settings.timeout_seconds, started))
     except RunnerError as caught:
         status, exit_code, error = caught.status, caught.exit_code, caught
-    except Exception as caught:  # an importer's bug or a failure it did not classify
-        status, exit_code, error = Status.FAILED, ExitCode.FAILURE, caught
+    except Exception as caught:  # from the importer: its verdict on the data, or a bug
+        status, exit_code = (importer_outcome(caught) if in_importer
+                             else (Status.FAILED, ExitCode.FAILURE))
+        error = caught
     except SystemExit as caught:  # sys.exit() in an importer must not pass for success
         status, exit_code = Status.FAILED, ExitCode.FAILURE
         error = RuntimeError(f"the importer called sys.exit({caught.code!r})")
@@ -110,7 +120,7 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         spec_uri=location.uri, job_id=job_id, status=status, exit_code=int(exit_code),
         started_at=started_at, ended_at=_now(),
         error_type=type(error).__name__ if error else None,
-        message=redact(str(error)) if error else None,
+        message=redact(importer_message(error)) if error else None,
         # The runner's own refusals are explained by their message alone.
         traceback=redact(_traceback(error)) if error and in_importer else None,
         delta_commits=commits,
@@ -182,13 +192,24 @@ def _time_left(timeout_seconds: float | None, since: float) -> Callable[[], floa
     return lambda: deadline - time.monotonic()
 
 
+def _loaded(entry: ImporterEntry):
+    """The importer's module, imported; a module that cannot be (a dependency missing
+    from this runner, named; an error while importing it) fails the attempt (exit 70:
+    a runner deployed with the dependency imports it)."""
+    try:
+        return load_module(entry)
+    except ValueError as error:
+        raise RunnerError(f"importer {entry.name!r} cannot run here: {error}") from error
+
+
 def _registered(spec: JobSpec, environ: Mapping[str, str]) -> ImporterEntry:
     """The importer this runner's registry lists for the spec's
     image (an S3 object: among those routing its bucket and key). A spec naming another
     importer, or an image or object with none, is refused: a spec cannot choose the code
-    that runs."""
+    that runs. The registry's modules are located, not imported (:func:`_loaded` imports
+    the one that runs)."""
     try:
-        registry = Registry.load(check="import", environ=environ)
+        registry = Registry.load(check="find", environ=environ)
     except RegistryError as error:
         raise RunnerError(f"the runner's importer registry is broken: {error}") from error
     named = (spec.importer.name, spec.importer.py_module)

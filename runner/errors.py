@@ -1,5 +1,10 @@
 """Errors that decide the runner's exit code. Importers may raise the first two.
 
+Importers written against seed 001 alone know none of these: they raise ``ValueError``
+(a metadata key missing, no output of the expected name, a column missing) or let a
+``KeyError`` out for a job they cannot import. Running such a job again gives the same
+answer, so :func:`importer_outcome` counts them as bad data.
+
 Importing this module (or ``runner``) does not import pyspark.
 """
 
@@ -66,6 +71,29 @@ class BadSpecError(RunnerError):
 
     exit_code = ExitCode.BAD_SPEC
     status = Status.BAD_SPEC
+
+
+#: What an importer raises for a job it cannot import, without knowing this project.
+BAD_DATA_ERRORS = (ValueError, KeyError)
+
+
+def importer_outcome(error: BaseException) -> tuple[Status, ExitCode]:
+    """The status and exit code of an attempt whose importer raised ``error``: a
+    :class:`RunnerError`'s own; a ``ValueError`` or ``KeyError`` is bad data (exit 65,
+    not retried); anything else, ``SystemExit`` included, is a failure (exit 70)."""
+    if isinstance(error, RunnerError):
+        return error.status, error.exit_code
+    if isinstance(error, BAD_DATA_ERRORS):
+        return Status.BAD_DATA, ExitCode.BAD_DATA
+    return Status.FAILED, ExitCode.FAILURE
+
+
+def importer_message(error: BaseException) -> str:
+    """The reason a result gives for ``error``: a bad-data error not of this module is
+    named with its type (a ``KeyError``'s text is only the key)."""
+    if isinstance(error, BAD_DATA_ERRORS) and not isinstance(error, RunnerError):
+        return f"{type(error).__name__}: {error}"
+    return str(error)
 
 
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}

@@ -61,7 +61,7 @@ from contract.spec import JobInfo, Output, S3Object, namespace_prefix
 from registry import Registry, RegistryError
 from registry.registry import ImporterEntry
 from runner.commits import MarkedSpark, commits_marked
-from runner.errors import RunnerError
+from runner.errors import importer_outcome
 from runner.spark import SparkSettings
 
 if TYPE_CHECKING:
@@ -307,13 +307,12 @@ def run_once(module: Any, spark: _SandboxSpark, job: JobInfo, meta: Mapping[str,
 
 
 def _exit_code(error: BaseException) -> int:
-    """The runner's classification (runner/attempt.py): its own errors carry their code,
-    anything else, ``sys.exit()`` included, is an importer failure."""
-    return int(error.exit_code) if isinstance(error, RunnerError) else int(ExitCode.FAILURE)
+    """The runner's classification (:func:`runner.errors.importer_outcome`)."""
+    return int(importer_outcome(error)[1])
 
 
 def _classified(error: BaseException) -> str:
-    status = error.status.value if isinstance(error, RunnerError) else "failed"
+    status = importer_outcome(error)[0].value
     # As in the runner, sys.exit() in an importer must not pass for success.
     what = (f"the importer called sys.exit({error.code!r})" if isinstance(error, SystemExit)
             else _message(error))

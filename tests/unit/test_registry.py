@@ -254,6 +254,14 @@ def test_the_shipped_example_importers_load():
     assert sheets.py_module == "importers.examples.sample_sheets"
 
 
+def test_the_upstream_style_example_loads_alone_and_clashes_with_the_builtins():
+    upstream = Path(__file__).resolve().parents[2] / "examples" / "upstream_style"
+    registry = Registry.load([upstream], check="import")
+    assert registry.for_image("ghcr.io/kbasetest/cdm_checkm2").py_module == "upstream_checkm2"
+    with pytest.raises(RegistryError, match="already registered by .*importers/checkm2.yaml"):
+        Registry.load(["@builtin", upstream], check="find")
+
+
 def test_a_match_condition_loads_and_decides_on_the_jobs_spec(folder):
     write(folder, "tool.yaml", importer_yaml(extra=(
         "match:\n  output: '*/quality_report.tsv'\n  not: {user: [robot, 'ci_*']}\n")))
