@@ -22,7 +22,7 @@ RESULT_VERSION = 1
 
 
 class ExitCode(enum.IntEnum):
-    """The runner's exit codes (sysexits), contracts.md section 4."""
+    """The runner's exit codes (sysexits), docs/contracts.md, section 4."""
 
     OK = 0
     BAD_SPEC = 64       # EX_USAGE: the spec is unusable; do not retry

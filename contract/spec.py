@@ -5,7 +5,7 @@ or for an S3 notification the id derived from the object and its upload), so a
 redelivered event finds the spec it wrote before. It never holds a secret: credentials
 reach the runner through its environment.
 
-The ``job`` part is seed 001's job-info structure plus ``user`` and ``namespace_prefix``;
+The ``job`` part is the importer contract's job information plus ``user`` and ``namespace_prefix``;
 for an S3 object-created event it also holds the ``object`` (bucket, key, size, eTag,
 version, sequencer), and ``image`` and ``image_digest`` are null.
 :meth:`JobInfo.for_importer` is exactly the dict an importer's ``run_import`` receives.
@@ -86,7 +86,7 @@ class S3Object:
 
 @attrs.frozen
 class JobInfo:
-    """Seed 001's job information, plus the user and their table namespace prefix.
+    """The importer contract's job information, plus the user and their table namespace prefix.
 
     A CTS job has an ``image`` and ``image_digest`` and no ``object``; an S3 object has
     no image (both null) and its one output is the object."""
@@ -110,7 +110,7 @@ class JobInfo:
     def for_importer(self) -> dict[str, Any]:
         """The ``job_info`` dict given to ``run_import`` (a fresh copy each call). For an
         S3 object it also has ``source: "s3"`` and ``object``; a CTS job's is exactly
-        seed 001's plus ``user`` and ``namespace_prefix``."""
+        the contract's plus ``user`` and ``namespace_prefix``."""
         info: dict[str, Any] = {
             "id": self.id,
             "outputs": [{"file": o.file, "crc64nvme": o.crc64nvme} for o in self.outputs],
@@ -118,7 +118,7 @@ class JobInfo:
             "image_digest": self.image_digest,
             "input_file_count": self.input_file_count,
             "output_file_count": self.output_file_count,
-            # seed 001: an ISO 8601 string
+            # the contract: an ISO 8601 string
             "completion_time": self.completion_time.isoformat(),
             "user": self.user,
             "namespace_prefix": self.namespace_prefix,

@@ -1,4 +1,4 @@
-"""The CTS admin API client (contracts.md section 2) and the job document -> job spec map.
+"""The CTS admin API client (docs/contracts.md, section 2) and the job document -> job spec map.
 
 Failures are :class:`~common.faults.ServiceFailure` of service ``cts``, classified by the
 table in :mod:`common.faults`: "no such job" (appcode 40040) and other 4xx answers are the

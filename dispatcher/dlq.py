@@ -1,4 +1,4 @@
-"""Dead-letter records (contracts.md section 5) and their publication.
+"""Dead-letter records (docs/contracts.md, section 5) and their publication.
 
 The value is the original message's JSON object with ``error_dlq`` (a one-line reason) and
 ``error_dlq_trace`` (a traceback or the runner's stderr tail) added; a value that was not a

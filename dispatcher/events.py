@@ -1,4 +1,4 @@
-"""CTS job-state messages from Kafka (contracts.md section 1).
+"""CTS job-state messages from Kafka (docs/contracts.md, section 1).
 
 A message is UTF-8 JSON ``{"job_id", "state", "time", "trans_id"}``. Fields beyond these
 are ignored (a replayed DLQ message carries ``error_dlq`` and ``error_dlq_trace``; the CTS

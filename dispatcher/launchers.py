@@ -51,7 +51,7 @@ class LaunchRequest:
 
     @property
     def runner_args(self) -> list[str]:
-        """The runner's arguments: ``SPEC [--result NAME]`` (contracts.md section 4)."""
+        """The runner's arguments: ``SPEC [--result NAME]`` (docs/contracts.md, section 4)."""
         return [self.spec_uri, *(["--result", self.result_name] if self.result_name else [])]
 
 

@@ -1,5 +1,5 @@
-"""Which jobs an importer takes: the ``match`` conditions of an importer YAML (seed 002's
-PASS/SKIP filters, composed in config).
+"""Which jobs an importer takes: the ``match`` conditions of an importer YAML
+(PASS/SKIP filters, composed in config).
 
 A condition is a mapping; every key it sets must hold (an implicit "all of")::
 

@@ -2,7 +2,7 @@
 
 A CTS job names its image as ``name``, ``name:tag``, ``name@sha256:...`` or
 ``name:tag@sha256:...``; the registry maps only the ``name`` part, so every tag and
-digest of an image runs the same importer (seed 001). The name may start with a
+digest of an image runs the same importer (the importer contract). The name may start with a
 registry host and port (``localhost:5000/tools/checkm2``): a colon is a tag only
 after the last slash.
 """

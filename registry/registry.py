@@ -1,6 +1,6 @@
 """The importer registry: which importer runs for which CTS image or S3 object.
 
-One YAML file per importer (seed 001), with optional per-importer settings::
+One YAML file per importer (the importer contract), with optional per-importer settings::
 
     name: checkm2                       # informational
     py_module: importers.checkm2        # has run_import(get_spark, job_info, metadata)
@@ -159,7 +159,7 @@ class ImporterFile:
     source: str = attrs.field(default="cts", validator=_source)
     image: str | None = None
     s3: S3Route | None = None
-    # Seed 001: "the metadata, if any"; an empty `importer_meta:` is YAML null.
+    # The contract: "the metadata, if any"; an empty `importer_meta:` is YAML null.
     importer_meta: dict[str, Any] | None = None
     settings: ImporterSettings = ImporterSettings()
     match: Match | None = None

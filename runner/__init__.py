@@ -4,7 +4,7 @@ Importers may raise :class:`BadDataError` (exit 65, not retried),
 :class:`TemporaryFailure` (exit 75, retried) and :class:`WriteConflict` (exit 75, retried
 without spending an attempt: another writer kept committing to the table first). A
 ``ValueError`` or ``KeyError`` is bad data too (exit 65: what importers written against
-seed 001 alone raise for a job they cannot import); any other exception exits 70.
+the importer contract alone raise for a job they cannot import); any other exception exits 70.
 """
 
 from runner.errors import BadDataError, TemporaryFailure, WriteConflict

@@ -1,6 +1,6 @@
 """Errors that decide the runner's exit code. Importers may raise the first two.
 
-Importers written against seed 001 alone know none of these: they raise ``ValueError``
+Importers written against the importer contract alone know none of these: they raise ``ValueError``
 (a metadata key missing, no output of the expected name, a column missing) or let a
 ``KeyError`` out for a job they cannot import. Running such a job again gives the same
 answer, so :func:`importer_outcome` counts them as bad data.

@@ -409,7 +409,8 @@ def _is_connect_session(session: object) -> bool:
 def spark_factory(settings: SparkSettings, *,
                   connect_timeout: float = CONNECT_TIMEOUT,
                   user: Callable[[], str | None] = lambda: None) -> Callable[..., SparkSession]:
-    """Return ``get_spark(*, executor_cores=1)`` for ``settings`` (seed 001's contract).
+    """Return ``get_spark(*, executor_cores=1)`` for ``settings`` (the importer contract,
+    docs/contracts.md).
 
     ``user`` names the job's user when the session is made: with ``iceberg``, the
     session's catalogs are that user's.

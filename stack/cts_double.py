@@ -1,4 +1,4 @@
-"""A test double of the CDM Task Service admin API (``contracts.md`` section 2).
+"""A test double of the CDM Task Service admin API (docs/contracts.md, section 2).
 
 A real HTTP server speaking the contract exactly, errors included: it serves job
 documents registered by tests (or loaded from fixture files) and records every meta

@@ -1,5 +1,5 @@
-"""A CheckM2 importer written as third parties write them, from seed 001's README alone:
-nothing of this project is imported.
+"""A CheckM2 importer written as third parties write them, from the importer contract
+alone (docs/contracts.md, section 3): nothing of this project is imported.
 
 It reads every ``quality_report.tsv`` of the job with ``spark.read.csv`` on ``s3a://``
 paths (all columns as strings), checks the header, casts the columns to the table's

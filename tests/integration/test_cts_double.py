@@ -1,4 +1,4 @@
-"""The CTS test double speaks contracts.md section 2, errors included."""
+"""The CTS test double speaks docs/contracts.md, section 2, errors included."""
 
 import pytest
 import requests

@@ -73,7 +73,7 @@ MERGED_ROWS = [
 ]
 
 SEED_ONLY_MODULE = '''
-"""Written from seed 001's README alone: read the TSV with Spark, MERGE with delta-spark."""
+"""Written from the importer contract alone: read the TSV with Spark, MERGE with delta-spark."""
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 

@@ -1,11 +1,11 @@
-"""Seed 001's importer contract through the dispatcher, as importers written from the seed
+"""The importer contract through the dispatcher, as importers written from the seed
 alone use it, on classic Spark and over Spark Connect, in one dispatcher run each:
 
 - the upstream-style CheckM2 importer (``examples/upstream_style``: a module-level logger,
   ``spark.read.option(...).csv`` of ``s3a://`` paths, casts to a schema,
   ``spark.catalog.tableExists`` else ``saveAsTable``, ``DeltaTable.forName(...).merge``)
   imports the sample job unchanged, rows read back with delta-rs;
-- a probe importer gets exactly seed 001's ``job_info`` (plus ``user`` and
+- a probe importer gets exactly the contract's ``job_info`` (plus ``user`` and
   ``namespace_prefix``; the CTS's checksum, the last completion's time), its
   ``importer_meta`` as written (nested mappings, lists), and a session from
   ``get_spark(executor_cores=2)`` (``spark.executor.cores`` on a classic session; a
@@ -148,7 +148,7 @@ def test_importers_written_from_seed_001_run_unchanged(stack, tmp_path, spark_en
         assert (first["Completeness"], first["Genome_Size"],
                 first["Translation_Table_Used"]) == (99.98, 4641652, 11)
 
-        # The probe: seed 001's job_info and the metadata as written.
+        # The probe: the contract's job_info and the metadata as written.
         got = json.loads((lane.state_dir / f"{probe['id']}.json").read_text())
         assert got["job_info"] == {
             "id": probe["id"], "outputs": [{"file": output["file"],

@@ -56,7 +56,7 @@ def test_a_spec_cannot_choose_the_module(tmp_path):
     assert "registered to 'checkm2' (importers.checkm2)" in result.message
 
 
-# An importer as seed 001 describes one: it records what it was given, then needs a
+# An importer as the importer contract describes one: it records what it was given, then needs a
 # `table` key in its metadata, as importers do (a missing key is a ValueError, an
 # unchecked one a KeyError).
 PROBE = '''
@@ -121,7 +121,7 @@ def probe(tmp_path, name: str, extra: str, module: str = "") -> tuple:
 def test_the_importer_gets_seed_001_job_info_and_its_metadata_as_written(tmp_path):
     result, got = probe(tmp_path, "probe_meta", NESTED_META)
     assert (result.status, result.exit_code) == (Status.SUCCEEDED, 0), result.message
-    # Exactly seed 001's keys, plus the user and their namespace prefix.
+    # Exactly the contract's keys, plus the user and their namespace prefix.
     assert got["job_info"] == {
         "id": "j1", "outputs": [], "image": "example.org/csep-tests/probe_meta",
         "image_digest": "sha256:ab", "input_file_count": 0, "output_file_count": 0,

@@ -1,5 +1,5 @@
 """What the package's importers share: reading a job's TSV outputs and merging rows into
-a Delta table, created on first use. Written only against the seed-001 importer
+a Delta table, created on first use. Written only against the importer
 contract (pyspark, delta-spark and the ``job_info``/``metadata`` it describes)."""
 
 import logging
