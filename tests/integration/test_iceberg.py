@@ -84,6 +84,32 @@ def rows(catalog, name: str, key) -> list[dict]:
     return sorted(catalog.load_table(name).scan().to_arrow().to_pylist(), key=key)
 
 
+def snapshot_ids(catalog, name: str) -> set[int]:
+    """The ids of the table's snapshots, as pyiceberg reads them; none before it exists."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        return {s.snapshot_id for s in catalog.load_table(name).snapshots()}
+    except NoSuchTableError:
+        return set()
+
+
+def assert_lists_its_snapshots(catalog, result, name: str, before: set[int]) -> str:
+    """The result lists exactly the table's snapshots made since ``before`` (their ids,
+    operations and counts as pyiceberg reads them), and all of them bear one marker,
+    which is returned."""
+    made = [s for s in catalog.load_table(name).snapshots() if s.snapshot_id not in before]
+    assert [(s.table, s.snapshot_id, s.operation) for s in result.iceberg_snapshots] == [
+        (name, s.snapshot_id, s.summary.operation.value) for s in made]
+    for listed, snapshot in zip(result.iceberg_snapshots, made):
+        for count in ("added-records", "deleted-records", "total-records"):
+            assert listed.summary.get(count) == snapshot.summary[count]
+        assert "csep-attempt" not in listed.summary
+    markers = {s.summary["csep-attempt"] for s in made}
+    assert len(markers) <= 1 and all(m.startswith("csep-attempt:") for m in markers)
+    return markers.pop() if markers else ""
+
+
 def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, store, env,
                                                                   catalog):
     uri = store.put_spec(spec(s3, "checkm2", "ice-checkm2-a", "quality_report.tsv",
@@ -98,6 +124,11 @@ def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, sto
     assert stack.s3.iceberg_credential not in done.stderr
     result = store.results(uri)[-1]
     assert result.status == results.Status.SUCCEEDED
+    # The table is new: all its snapshots are this attempt's, the one of its creation.
+    assert [(s.operation, s.summary["added-records"]) for s in result.iceberg_snapshots] == [
+        ("append", "3")]
+    assert_lists_its_snapshots(catalog, result, "checkm2.quality_report", before=set())
+    assert result.delta_commits == ()
 
     # Bare names in the user's own catalog: no u_icy__ prefix.
     assert catalog.list_namespaces() == [("checkm2",)]
@@ -109,8 +140,14 @@ def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, sto
 
 
 def test_a_second_checkm2_job_merges_through_a_temporary_view(s3, store, env, catalog):
-    run_ok(store, spec(s3, "checkm2", "ice-checkm2-b", "quality_report.tsv", SECOND_REPORT),
-           env)
+    before = snapshot_ids(catalog, "checkm2.quality_report")
+    result = run_ok(store, spec(s3, "checkm2", "ice-checkm2-b", "quality_report.tsv",
+                                SECOND_REPORT), env)
+
+    # The MERGE's snapshot, none of the first job's: one updated row, one inserted.
+    assert [(s.operation, s.summary["total-records"]) for s in result.iceberg_snapshots] == [
+        ("overwrite", "4")]
+    assert_lists_its_snapshots(catalog, result, "checkm2.quality_report", before)
 
     found = rows(catalog, "checkm2.quality_report", key=lambda r: r["Name"])
     assert [(r["Name"], r["Completeness"], r["Additional_Notes"], r["cts_job_id"])
@@ -138,7 +175,10 @@ def test_mmseqs2_clusters_are_imported(s3, store, env, catalog):
 def test_kofamscan_significant_annotations_are_imported_and_a_replay_changes_nothing(
         s3, store, env, catalog):
     made = spec(s3, "kofamscan", "ice-kofamscan", "annotations.tsv", ANNOTATIONS)
-    run_ok(store, made, env)
+    first = run_ok(store, made, env)
+    first_marker = assert_lists_its_snapshots(catalog, first, "kofamscan.annotations",
+                                              before=set())
+    assert [s.summary["added-records"] for s in first.iceberg_snapshots] == ["2"]
     expected = [
         {"significant": "*", "gene_name": "gene1", "KO": "K00001", "threshold": 100.5,
          "score": 150.2, "evalue": 1.2e-40, "KO_definition": "alcohol dehydrogenase",
@@ -148,9 +188,18 @@ def test_kofamscan_significant_annotations_are_imported_and_a_replay_changes_not
          "cts_job_id": "ice-kofamscan"}]
     assert rows(catalog, "kofamscan.annotations", key=lambda r: r["gene_name"]) == expected
 
-    run_ok(store, made, env)  # the replay: MERGE ... WHEN NOT MATCHED THEN INSERT only
+    before = snapshot_ids(catalog, "kofamscan.annotations")
+    # The replay: MERGE ... WHEN NOT MATCHED THEN INSERT only.
+    replay = run_ok(store, made, env)
 
     assert rows(catalog, "kofamscan.annotations", key=lambda r: r["gene_name"]) == expected
+    # The replay lists its own snapshots (under its own marker), none of the first's,
+    # and they added nothing.
+    replay_marker = assert_lists_its_snapshots(catalog, replay, "kofamscan.annotations",
+                                               before)
+    assert replay_marker != first_marker
+    assert all(s.summary.get("added-records", "0") == "0" and s.summary["total-records"] == "2"
+               for s in replay.iceberg_snapshots)
 
 
 def test_a_wrong_catalog_credential_is_an_infrastructure_failure(stack, s3, store, env,
