@@ -10,6 +10,7 @@ tests share one store and run in order: later ones merge into the earlier ones' 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -200,6 +201,51 @@ def test_kofamscan_significant_annotations_are_imported_and_a_replay_changes_not
     assert replay_marker != first_marker
     assert all(s.summary.get("added-records", "0") == "0" and s.summary["total-records"] == "2"
                for s in replay.iceberg_snapshots)
+
+
+def test_two_runners_merging_into_one_table_at_once_both_commit(s3, store, env, catalog):
+    """Two runners start together, each MERGEing one row into the same Iceberg table while
+    holding its commit back for 5 s. Iceberg lets one commit and refuses the other's
+    (its validation finds the first one's new file); that runner runs its importer again
+    and commits. Both succeed, and each result lists only its own snapshots, though
+    their sessions overlapped in time."""
+    def slow_merge(job_id: str):
+        return make_spec(job_id, "example.org/iceberg-style/slow-merge",
+                         "iceberg-style slow merge", "iceberg_slow_merge", [],
+                         {"hold_seconds": 5}, user=USER)
+
+    # The table exists before the race, so the two only race to commit their MERGEs.
+    run_ok(store, slow_merge("ice-conflict-warm"), env)
+    before = snapshot_ids(catalog, "conflicts.rows")
+
+    uris = [store.put_spec(slow_merge(f"ice-conflict-{n}")) for n in range(2)]
+    runners = [subprocess.Popen([sys.executable, "-m", "runner", uri], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for uri in uris]
+    outcomes = [(runner.wait(timeout=600), runner.stderr.read()) for runner in runners]
+    for runner in runners:
+        runner.stdout.close()
+        runner.stderr.close()
+
+    assert [code for code, _ in outcomes] == [0, 0], [err[-3000:] for _, err in outcomes]
+    reran = [err for _, err in outcomes if "Iceberg commit conflict in run 1" in err]
+    assert len(reran) >= 1, [err[-3000:] for _, err in outcomes]
+    found = [store.results(uri)[-1] for uri in uris]
+    assert [r.status for r in found] == [results.Status.SUCCEEDED] * 2
+    # One snapshot each, adding its row (no row matched: Iceberg appends a new file).
+    assert [[(s.table, s.summary["added-records"]) for s in r.iceberg_snapshots]
+            for r in found] == [[("conflicts.rows", "1")]] * 2
+    # Together the two results list every snapshot made since, each its own only.
+    made = {s.snapshot_id: s.summary["csep-attempt"]
+            for s in catalog.load_table("conflicts.rows").snapshots()
+            if s.snapshot_id not in before}
+    listed = [s.snapshot_id for r in found for s in r.iceberg_snapshots]
+    assert sorted(listed) == sorted(made)
+    assert made[found[0].iceberg_snapshots[0].snapshot_id] != (
+        made[found[1].iceberg_snapshots[0].snapshot_id])
+    assert rows(catalog, "conflicts.rows", key=lambda r: r["cts_job_id"]) == [
+        {"cts_job_id": job, "slept": None}
+        for job in ("ice-conflict-0", "ice-conflict-1", "ice-conflict-warm")]
 
 
 def test_a_wrong_catalog_credential_is_an_infrastructure_failure(stack, s3, store, env,
