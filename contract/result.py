@@ -84,6 +84,19 @@ class DeltaCommit:
 
 
 @attrs.frozen
+class IcebergSnapshot:
+    """One Iceberg snapshot the import committed: the table (``namespace.table`` in the
+    job user's catalog), the snapshot's id and operation (``append``, ``overwrite``,
+    ``delete``), and the counts of its summary (``added-records``, ``deleted-records``,
+    ``total-records``, ``added-data-files``, ...)."""
+
+    table: str
+    snapshot_id: int
+    operation: str
+    summary: dict[str, str] = attrs.Factory(dict)
+
+
+@attrs.frozen
 class RunResult:
     spec_uri: str
     job_id: str
@@ -95,6 +108,8 @@ class RunResult:
     message: str | None = None
     traceback: str | None = None
     delta_commits: tuple[DeltaCommit, ...] = ()
+    #: On the ``iceberg`` table format: the snapshots the attempt committed.
+    iceberg_snapshots: tuple[IcebergSnapshot, ...] = ()
     written_by: str = "runner"
     #: With status ``infrastructure_failure``: which service (s3, metastore, spark,
     #: docker, kubernetes, launcher).
@@ -106,7 +121,12 @@ _converter = converter()
 
 
 def to_yaml(result: RunResult) -> str:
-    return yaml.safe_dump(_converter.unstructure(result), sort_keys=False, allow_unicode=True)
+    data = _converter.unstructure(result)
+    if not result.iceberg_snapshots:
+        # A result without snapshots (every Delta result) reads as before: a reader of
+        # the previous version refuses a key it does not know.
+        del data["iceberg_snapshots"]
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def from_yaml(text: str | bytes) -> RunResult:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from common.faults import causes, one_line
 from common.redaction import Redactor
 from common.s3 import s3_client
-from contract.result import DeltaCommit, ExitCode, RunResult, Status
+from contract.result import DeltaCommit, ExitCode, IcebergSnapshot, RunResult, Status
 from contract.spec import JobSpec, SpecError, from_yaml
 from registry import ImporterEntry, Registry, RegistryError, load_module
 from runner import catalog, logs, probes
@@ -60,11 +60,13 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     spark = MarkedSpark(_guarded(spark_factory(settings,
                                                user=lambda: spec.job.user if spec else None),
                                  spark_failures),
-                        marker=f"csep-attempt:{uuid.uuid4()}", s3=s3)
+                        marker=f"csep-attempt:{uuid.uuid4()}", s3=s3,
+                        iceberg=settings.is_iceberg)
     status, exit_code = Status.SUCCEEDED, ExitCode.OK
     error: Exception | None = None
     in_importer = False
     commits: tuple[DeltaCommit, ...] = ()
+    snapshots: tuple[IcebergSnapshot, ...] = ()
     try:
         spec = _parse(location.read(), location.uri)
         job_id = logs.context.job_id = spec.job.id
@@ -102,10 +104,10 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         error = RuntimeError(f"the importer called sys.exit({caught.code!r})")
         error.__cause__ = caught
     finally:
-        if spec is not None and not settings.is_iceberg:
-            commits = spark.finish(spec.job.namespace_prefix)
+        if spec is not None and settings.is_iceberg:
+            snapshots = spark.finish_iceberg()
         elif spec is not None:
-            spark.finish(None)
+            commits = spark.finish(spec.job.namespace_prefix)
     if error is not None and not isinstance(error, (BadSpecError, BadDataError,
                                                     ServiceUnavailable)):
         unavailable = _unavailable(settings, spark_failures, error)
@@ -115,7 +117,8 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     if error is not None:
         log.error("%s: %s: %s", status.value, type(error).__name__, redact(str(error)))
     else:
-        log.info("import succeeded with %d Delta commit(s)", len(commits))
+        log.info("import succeeded with %s", f"{len(snapshots)} Iceberg snapshot(s)"
+                 if settings.is_iceberg else f"{len(commits)} Delta commit(s)")
     return RunResult(
         spec_uri=location.uri, job_id=job_id, status=status, exit_code=int(exit_code),
         started_at=started_at, ended_at=_now(),
@@ -124,6 +127,7 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
         # The runner's own refusals are explained by their message alone.
         traceback=redact(_traceback(error)) if error and in_importer else None,
         delta_commits=commits,
+        iceberg_snapshots=snapshots,
         service=error.service if isinstance(error, ServiceUnavailable) else None)
 
 

@@ -15,6 +15,9 @@ Any other table, or one whose log that client cannot read, has its history read 
 Spark, a page at a time (``DESCRIBE HISTORY ... LIMIT n``), until a commit older than
 that. Either way the cost follows the commits made since shortly before the attempt
 and the number of tables in the namespace, not the length of the tables' history.
+
+On the ``iceberg`` table format the same marker goes into each snapshot's summary
+instead; :mod:`runner.snapshots` finds those.
 """
 
 from __future__ import annotations
@@ -23,17 +26,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import frozen
 
-from contract.result import DeltaCommit
+from contract.result import DeltaCommit, IcebergSnapshot
 from runner.delta_log import commits_since, s3_log
 from runner.logs import log
+from runner.snapshots import SNAPSHOT_PROPERTY, snapshots_marked
 from runner.spark import stop_session
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+T = TypeVar("T")
 
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 #: A commit's time in the history is the storage's clock (the commit file's modification
@@ -68,13 +74,16 @@ class MarkedSpark:
     """Wraps ``get_spark`` so the session is tagged with ``marker`` and remembered.
 
     ``s3``: makes the boto3 client that reads Delta logs on S3 for :meth:`finish` (see
-    :func:`commits_marked`); None reads every table's history through Spark."""
+    :func:`commits_marked`); None reads every table's history through Spark.
+    ``iceberg``: the session writes Iceberg tables; the marker goes into each snapshot's
+    summary instead (:mod:`runner.snapshots`), found by :meth:`finish_iceberg`."""
 
     def __init__(self, factory: Callable[..., SparkSession], marker: str, *,
-                 s3: Callable[[], Any] | None = None) -> None:
+                 s3: Callable[[], Any] | None = None, iceberg: bool = False) -> None:
         self._factory = factory
         self.marker = marker
         self._s3 = s3
+        self._setting = SNAPSHOT_PROPERTY if iceberg else USER_METADATA
         self.session: SparkSession | None = None
         #: When the session was first handed out, in microseconds since the epoch.
         self.started_micros: int | None = None
@@ -83,34 +92,39 @@ class MarkedSpark:
         if self.started_micros is None:
             self.started_micros = time.time_ns() // 1000
         session = self._factory(executor_cores=executor_cores)
-        session.conf.set(USER_METADATA, self.marker)
+        session.conf.set(self._setting, self.marker)
         self.session = session
         return session
 
-    def finish(self, namespace_prefix: str | None) -> tuple[DeltaCommit, ...]:
-        """The commits made through the session, then stop it. Never raises: a failure
-        to list commits is logged and yields what was found. A ``namespace_prefix`` of
-        None only stops the session (Iceberg tables have no Delta commits)."""
-        if self.session is None:
-            return ()
-        if namespace_prefix is None:
-            self._stop()
+    def finish(self, namespace_prefix: str) -> tuple[DeltaCommit, ...]:
+        """The Delta commits made through the session, then stop it. Never raises: a
+        failure to list commits is logged and yields nothing."""
+        return self._finishing("Delta commits", lambda session: commits_marked(
+            session, namespace_prefix, self.marker, since_micros=self.started_micros,
+            s3=self._s3() if self._s3 else None))
+
+    def finish_iceberg(self) -> tuple[IcebergSnapshot, ...]:
+        """The Iceberg snapshots committed through the session (in the job user's
+        catalog), then stop it. Never raises, like :meth:`finish`."""
+        return self._finishing("Iceberg snapshots",
+                               lambda session: snapshots_marked(session, self.marker))
+
+    def _finishing(self, what: str,
+                   search: Callable[[SparkSession], tuple[T, ...]]) -> tuple[T, ...]:
+        session = self.session
+        if session is None:
             return ()
         try:
-            return commits_marked(self.session, namespace_prefix, self.marker,
-                                  since_micros=self.started_micros,
-                                  s3=self._s3() if self._s3 else None)
+            return search(session)
         except Exception as error:  # the import's outcome matters more than its report
-            log.warning("could not list the Delta commits of this attempt: %s", error)
+            log.warning("could not list the %s of this attempt: %s", what, error)
             return ()
         finally:
-            self._stop()
+            self._stop(session)
 
-    def _stop(self) -> None:
-        if self.session is None:
-            return
+    def _stop(self, session: SparkSession) -> None:
         try:
-            stop_session(self.session)
+            stop_session(session)
         except Exception as error:  # a JVM that died already has nothing to stop
             log.warning("could not stop Spark: %s", error)
 

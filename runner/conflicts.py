@@ -21,6 +21,16 @@ MERGEs into it. Such an error that persists in every run is no race (the importe
 creates a table that was always there, a location holds foreign files): the last one is
 raised as it is, for the runner to classify like any importer error.
 
+Iceberg commits optimistically too. A MERGE (copy-on-write, serializable: Iceberg's
+defaults) reads the table's current snapshot, writes its files, and when it commits
+checks that no snapshot since added files its rows could match: if one did (another
+runner committed to the table meanwhile), the commit fails with Iceberg's
+``ValidationException`` ("Found conflicting files that can contain records matching
+..."). A commit the catalog refused because the table moved on is retried by Iceberg
+itself (``commit.retry.num-retries``), re-validated each time; one that still fails ends
+as ``CommitFailedException``. Both are write conflicts here, run again like Delta's.
+Iceberg's other ``ValidationException``s (a schema that does not fit, say) are not.
+
 Over Spark Connect these errors reach Python as ``UnknownException`` carrying the Java
 class and Delta's error condition in their text; through a classic session, as a
 converted exception or a ``Py4JJavaError`` with the same text. delta-rs (the ``deltalake``
@@ -53,6 +63,14 @@ _DELTA_RS_CONFLICT = re.compile(
     r"^CommitFailedError: .*(?:\bconcurrent transaction|\bsince last commit\b"
     r"|Tried committing existing table version)", re.IGNORECASE | re.DOTALL)
 
+#: Iceberg's commit that lost a race: a validation that found another writer's files
+#: (MergingSnapshotProducer's and ManifestFilterManager's messages), or a commit the
+#: catalog kept refusing after Iceberg's own retries.
+_ICEBERG_CONFLICT = re.compile(
+    r"\borg\.apache\.iceberg\.exceptions\.CommitFailedException\b"
+    r"|\bValidationException: (?:Found (?:new )?conflicting|Found concurrently added"
+    r"|Cannot commit, (?:found new|missing data files)|Missing required files to delete)")
+
 #: A table or database created by another writer between the importer's look and its
 #: own creation (Spark's and Delta's error conditions, the metastore's exception).
 _CREATED_CONDITION = re.compile(
@@ -73,11 +91,20 @@ MAX_PAUSE = 4.0
 
 
 def is_write_conflict(error: BaseException) -> bool:
-    """Whether ``error``, or an exception it was raised from, is a Delta commit that lost
-    to a concurrent writer (or the importer's own :class:`WriteConflict`)."""
+    """Whether ``error``, or an exception it was raised from, is a Delta or Iceberg
+    commit that lost to a concurrent writer (or the importer's own
+    :class:`WriteConflict`)."""
     return any(isinstance(e, WriteConflict) for e in causes(error)) or any(
         _CONDITION.search(text) or _JAVA_CLASS.search(text) or _DELTA_RS_CONFLICT.search(text)
+        or _ICEBERG_CONFLICT.search(text)
         for text in map(_text, causes(error)))
+
+
+def _conflict_name(error: BaseException) -> str:
+    """How a write conflict is named in messages: by its table format."""
+    if any(_ICEBERG_CONFLICT.search(text) for text in map(_text, causes(error))):
+        return "Iceberg commit conflict"
+    return "Delta write conflict"
 
 
 def is_created_concurrently(error: BaseException) -> bool:
@@ -94,7 +121,7 @@ def _is_race(error: BaseException) -> bool:
 def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = PAUSE,
                         max_pause: float = MAX_PAUSE,
                         time_left: Callable[[], float] | None = None) -> T:
-    """``run()``, again after each Delta write conflict or table created concurrently,
+    """``run()``, again after each write conflict or table created concurrently,
     up to ``runs`` runs in all.
 
     Returns what ``run`` returns. Any other exception propagates at once. When the last
@@ -121,7 +148,7 @@ def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = P
             raise
         made = retrying.statistics.get("attempt_number", runs)
         raise WriteConflict(
-            f"Delta write conflict in each of {made} runs of the importer (another writer "
+            f"{_conflict_name(error)} in each of {made} runs of the importer (another writer "
             f"kept committing to the same table)"
             + ("" if made >= runs else "; no time left for another run within the "
                                        "importer's timeout_seconds")
@@ -144,7 +171,8 @@ def _no_time_for_another_run(time_left: Callable[[], float], max_pause: float):
 
 def _log_conflict(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
-    what = ("Delta write conflict" if error is None or is_write_conflict(error)
+    what = ("Delta write conflict" if error is None
+            else _conflict_name(error) if is_write_conflict(error)
             else "table created concurrently")
     log.warning("%s in run %d of the importer; running it again in %.2f s: %s", what,
                 state.attempt_number, state.upcoming_sleep,

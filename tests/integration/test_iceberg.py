@@ -10,6 +10,7 @@ tests share one store and run in order: later ones merge into the earlier ones' 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -90,6 +91,32 @@ def rows(catalog, name: str, key) -> list[dict]:
     return sorted(catalog.load_table(name).scan().to_arrow().to_pylist(), key=key)
 
 
+def snapshot_ids(catalog, name: str) -> set[int]:
+    """The ids of the table's snapshots, as pyiceberg reads them; none before it exists."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        return {s.snapshot_id for s in catalog.load_table(name).snapshots()}
+    except NoSuchTableError:
+        return set()
+
+
+def assert_lists_its_snapshots(catalog, result, name: str, before: set[int]) -> str:
+    """The result lists exactly the table's snapshots made since ``before`` (their ids,
+    operations and counts as pyiceberg reads them), and all of them bear one marker,
+    which is returned."""
+    made = [s for s in catalog.load_table(name).snapshots() if s.snapshot_id not in before]
+    assert [(s.table, s.snapshot_id, s.operation) for s in result.iceberg_snapshots] == [
+        (name, s.snapshot_id, s.summary.operation.value) for s in made]
+    for listed, snapshot in zip(result.iceberg_snapshots, made, strict=True):
+        for count in ("added-records", "deleted-records", "total-records"):
+            assert listed.summary.get(count) == snapshot.summary[count]
+        assert "csep-attempt" not in listed.summary
+    markers = {s.summary["csep-attempt"] for s in made}
+    assert len(markers) <= 1 and all(m.startswith("csep-attempt:") for m in markers)
+    return markers.pop() if markers else ""
+
+
 def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, store, env,
                                                                   catalog):
     uri = store.put_spec(spec(s3, "checkm2", "ice-checkm2-a", "quality_report.tsv",
@@ -104,6 +131,11 @@ def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, sto
     assert stack.s3.iceberg_credential not in done.stderr
     result = store.results(uri)[-1]
     assert result.status == results.Status.SUCCEEDED
+    # The table is new: all its snapshots are this attempt's, the one of its creation.
+    assert [(s.operation, s.summary["added-records"]) for s in result.iceberg_snapshots] == [
+        ("append", "3")]
+    assert_lists_its_snapshots(catalog, result, "checkm2.quality_report", before=set())
+    assert result.delta_commits == ()
 
     # Bare names in the user's own catalog: no u_icy__ prefix.
     assert catalog.list_namespaces() == [("checkm2",)]
@@ -115,8 +147,14 @@ def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, sto
 
 
 def test_a_second_checkm2_job_merges_through_a_temporary_view(s3, store, env, catalog):
-    run_ok(store, spec(s3, "checkm2", "ice-checkm2-b", "quality_report.tsv", SECOND_REPORT),
-           env)
+    before = snapshot_ids(catalog, "checkm2.quality_report")
+    result = run_ok(store, spec(s3, "checkm2", "ice-checkm2-b", "quality_report.tsv",
+                                SECOND_REPORT), env)
+
+    # The MERGE's snapshot, none of the first job's: one updated row, one inserted.
+    assert [(s.operation, s.summary["total-records"]) for s in result.iceberg_snapshots] == [
+        ("overwrite", "4")]
+    assert_lists_its_snapshots(catalog, result, "checkm2.quality_report", before)
 
     found = rows(catalog, "checkm2.quality_report", key=lambda r: r["Name"])
     assert [(r["Name"], r["Completeness"], r["Additional_Notes"], r["cts_job_id"])
@@ -144,7 +182,10 @@ def test_mmseqs2_clusters_are_imported(s3, store, env, catalog):
 def test_kofamscan_significant_annotations_are_imported_and_a_replay_changes_nothing(
         s3, store, env, catalog):
     made = spec(s3, "kofamscan", "ice-kofamscan", "annotations.tsv", ANNOTATIONS)
-    run_ok(store, made, env)
+    first = run_ok(store, made, env)
+    first_marker = assert_lists_its_snapshots(catalog, first, "kofamscan.annotations",
+                                              before=set())
+    assert [s.summary["added-records"] for s in first.iceberg_snapshots] == ["2"]
     expected = [
         {"significant": "*", "gene_name": "gene1", "KO": "K00001", "threshold": 100.5,
          "score": 150.2, "evalue": 1.2e-40, "KO_definition": "alcohol dehydrogenase",
@@ -154,9 +195,63 @@ def test_kofamscan_significant_annotations_are_imported_and_a_replay_changes_not
          "cts_job_id": "ice-kofamscan"}]
     assert rows(catalog, "kofamscan.annotations", key=lambda r: r["gene_name"]) == expected
 
-    run_ok(store, made, env)  # the replay: MERGE ... WHEN NOT MATCHED THEN INSERT only
+    before = snapshot_ids(catalog, "kofamscan.annotations")
+    # The replay: MERGE ... WHEN NOT MATCHED THEN INSERT only.
+    replay = run_ok(store, made, env)
 
     assert rows(catalog, "kofamscan.annotations", key=lambda r: r["gene_name"]) == expected
+    # The replay lists its own snapshots (under its own marker), none of the first's,
+    # and they added nothing.
+    replay_marker = assert_lists_its_snapshots(catalog, replay, "kofamscan.annotations",
+                                               before)
+    assert replay_marker != first_marker
+    assert all(s.summary.get("added-records", "0") == "0" and s.summary["total-records"] == "2"
+               for s in replay.iceberg_snapshots)
+
+
+def test_two_runners_merging_into_one_table_at_once_both_commit(s3, store, env, catalog):
+    """Two runners start together, each MERGEing one row into the same Iceberg table while
+    holding its commit back for 5 s. Iceberg lets one commit and refuses the other's
+    (its validation finds the first one's new file); that runner runs its importer again
+    and commits. Both succeed, and each result lists only its own snapshots, though
+    their sessions overlapped in time."""
+    def slow_merge(job_id: str):
+        return make_spec(job_id, "example.org/iceberg-style/slow-merge",
+                         "iceberg-style slow merge", "iceberg_slow_merge", [],
+                         {"hold_seconds": 5}, user=USER)
+
+    # The table exists before the race, so the two only race to commit their MERGEs.
+    run_ok(store, slow_merge("ice-conflict-warm"), env)
+    before = snapshot_ids(catalog, "conflicts.rows")
+
+    uris = [store.put_spec(slow_merge(f"ice-conflict-{n}")) for n in range(2)]
+    runners = [subprocess.Popen([sys.executable, "-m", "runner", uri], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for uri in uris]
+    outcomes = [(runner.wait(timeout=600), runner.stderr.read()) for runner in runners]
+    for runner in runners:
+        runner.stdout.close()
+        runner.stderr.close()
+
+    assert [code for code, _ in outcomes] == [0, 0], [err[-3000:] for _, err in outcomes]
+    reran = [err for _, err in outcomes if "Iceberg commit conflict in run 1" in err]
+    assert len(reran) >= 1, [err[-3000:] for _, err in outcomes]
+    found = [store.results(uri)[-1] for uri in uris]
+    assert [r.status for r in found] == [results.Status.SUCCEEDED] * 2
+    # One snapshot each, adding its row (no row matched: Iceberg appends a new file).
+    assert [[(s.table, s.summary["added-records"]) for s in r.iceberg_snapshots]
+            for r in found] == [[("conflicts.rows", "1")]] * 2
+    # Together the two results list every snapshot made since, each its own only.
+    made = {s.snapshot_id: s.summary["csep-attempt"]
+            for s in catalog.load_table("conflicts.rows").snapshots()
+            if s.snapshot_id not in before}
+    listed = [s.snapshot_id for r in found for s in r.iceberg_snapshots]
+    assert sorted(listed) == sorted(made)
+    assert made[found[0].iceberg_snapshots[0].snapshot_id] != (
+        made[found[1].iceberg_snapshots[0].snapshot_id])
+    assert rows(catalog, "conflicts.rows", key=lambda r: r["cts_job_id"]) == [
+        {"cts_job_id": job, "slept": None}
+        for job in ("ice-conflict-0", "ice-conflict-1", "ice-conflict-warm")]
 
 
 def test_a_wrong_catalog_credential_is_an_infrastructure_failure(stack, s3, store, env,

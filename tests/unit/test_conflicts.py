@@ -1,4 +1,5 @@
-"""Delta write conflicts are recognised in any wrapping and the importer runs again."""
+"""Delta write conflicts and Iceberg commit conflicts are recognised in any wrapping and the
+importer runs again."""
 
 import pytest
 from hypothesis import assume, given
@@ -33,6 +34,42 @@ class UnknownException(Exception):
 ])
 def test_delta_conflicts_are_recognised(text):
     assert is_write_conflict(UnknownException(text))
+
+
+# Iceberg's, as a classic session's Py4JJavaError reads (the Java exception's toString).
+ICEBERG_VALIDATION_TEXT = (
+    "An error occurred while calling o71.sql.\n: "
+    "org.apache.iceberg.exceptions.ValidationException: Found conflicting files that can "
+    "contain records matching true: [s3://user-icy/conflicts/rows/data/00000-5-0b1e.parquet]"
+    "\n\tat org.apache.iceberg.MergingSnapshotProducer.validateAddedDataFiles")
+
+
+@pytest.mark.parametrize("text", [
+    ICEBERG_VALIDATION_TEXT,
+    "org.apache.iceberg.exceptions.CommitFailedException: Commit failed: Requirement "
+    "failed: branch main has changed: expected id 1 != 2",
+    "org.apache.iceberg.exceptions.ValidationException: Found new conflicting delete files "
+    "that can apply to records matching true: [...]",
+    "org.apache.iceberg.exceptions.ValidationException: Missing required files to delete: "
+    "s3://user-icy/t/data/a.parquet",
+])
+def test_iceberg_conflicts_are_recognised(text):
+    assert is_write_conflict(UnknownException(text))
+
+
+@pytest.mark.parametrize("text", [
+    "org.apache.iceberg.exceptions.ValidationException: Cannot find field 'x' in struct",
+    "org.apache.iceberg.exceptions.CommitStateUnknownException: the catalog went away",
+    "org.apache.iceberg.exceptions.NoSuchTableException: Table does not exist: ns.t",
+])
+def test_other_iceberg_failures_are_not_conflicts(text):
+    assert not is_write_conflict(UnknownException(text))
+
+
+def test_an_iceberg_conflict_in_every_run_is_named_so():
+    run, calls = failing_then([UnknownException(ICEBERG_VALIDATION_TEXT)] * 2)
+    with pytest.raises(WriteConflict, match="^Iceberg commit conflict in each of 2 runs"):
+        run_until_committed(run, runs=2, pause=0)
 
 
 def test_a_conflict_wrapped_by_an_importer_is_recognised():

@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from runner.snapshots import SNAPSHOT_PROPERTY, counts
 from runner.spark import REDACTION_REGEX, SparkSettings
 from stack import jars
 from tests.unit.test_jar_profiles import NS, POM, pom_property
@@ -99,7 +100,11 @@ def test_the_iceberg_runtime_is_resolved_for_the_spark_and_scala_of_delta():
     artifact = profile.find("m:dependencies/m:dependency/m:artifactId", NS).text
     assert artifact == "iceberg-spark-runtime-${delta.spark.suffix}"
     assert pom_property(POM, "delta.spark.suffix") == "4.0_2.13"
-    assert pom_property(POM, "iceberg.version").startswith("1.10.")
+    # 1.11 is the first release whose Spark runtime copies the session's
+    # spark.sql.iceberg.snapshot-property.* settings into each snapshot's summary: the
+    # attempt's marker (runner/snapshots.py).
+    version = tuple(int(part) for part in pom_property(POM, "iceberg.version").split("."))
+    assert version >= (1, 11, 0)
 
 
 def test_a_catalog_that_accepts_no_connection_is_a_refusal_without_the_credential():
@@ -116,3 +121,14 @@ def test_a_catalog_that_accepts_no_connection_is_a_refusal_without_the_credentia
     assert catalog.refusal(SparkSettings.from_env({**ENV, "CSEP_TABLE_FORMAT": "delta"})) is None
     assert "no catalog credential" in catalog.refusal(
         SparkSettings.from_env({**ENV, "CSEP_ICEBERG_CREDENTIAL": ""}))
+
+
+def test_a_snapshot_is_listed_with_the_counts_of_its_summary():
+    summary = {"added-records": "4", "deleted-records": "2", "total-records": "5",
+               "changed-partition-count": "1", "spark.app.id": "local-1765", "engine-version":
+               "4.0.1", "iceberg-version": "Apache Iceberg 1.11.0",
+               "csep-attempt": "csep-attempt:0f6f", "engine-name": "spark"}
+    assert counts(summary) == {"added-records": "4", "deleted-records": "2",
+                               "total-records": "5", "changed-partition-count": "1"}
+    assert counts(None) == {}
+    assert SNAPSHOT_PROPERTY == "spark.sql.iceberg.snapshot-property.csep-attempt"

@@ -8,7 +8,7 @@ import pytest
 
 from contract import result as results
 from contract import spec as specs
-from contract.result import DeltaCommit, ExitCode, RunResult, Status
+from contract.result import DeltaCommit, ExitCode, IcebergSnapshot, RunResult, Status
 from runner.errors import (
     BadDataError,
     BadSpecError,
@@ -121,6 +121,20 @@ def test_a_result_survives_yaml():
                                                   {"numTargetRowsInserted": "2"}),))
     text = results.to_yaml(result)
     assert "status: succeeded" in text
+    # Without snapshots the result has no key the previous version did not know.
+    assert "iceberg_snapshots" not in text
+    assert results.from_yaml(text) == result
+
+
+def test_a_result_with_iceberg_snapshots_survives_yaml():
+    result = RunResult(spec_uri="s3://b/p/j1/t1/spec.yaml", job_id="j1", status=Status.SUCCEEDED,
+                       exit_code=0, started_at=datetime.fromisoformat("2026-11-20T10:15:00+00:00"),
+                       ended_at=datetime.fromisoformat("2026-11-20T10:16:00+00:00"),
+                       iceberg_snapshots=(IcebergSnapshot(
+                           "checkm2.quality_report", 8816234917273841817, "overwrite",
+                           {"added-records": "4", "deleted-records": "2"}),))
+    text = results.to_yaml(result)
+    assert "snapshot_id: 8816234917273841817" in text
     assert results.from_yaml(text) == result
 
 
