@@ -309,6 +309,7 @@ class Dispatcher:
                 if getattr(event, "reason", None):
                     log.info("%s: acknowledged", event.reason, extra=work.context)
                 work.conclude(Outcome.IGNORED)
+                self._advance(work)  # acknowledged now: most events are, at intake's speed
             else:
                 work.event = event
 
