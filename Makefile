@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-packages test unit run stack clean-stack bench
+.PHONY: setup system-packages lint test unit run stack clean-stack bench
 
 setup: system-packages $(VENV)/.installed .cache/jars/kafka/.complete .cache/jars/spark/.complete \
        .cache/jars/spark-connect/.complete .cache/jars/iceberg/.complete
@@ -27,7 +27,13 @@ $(VENV)/.installed: pyproject.toml
 # Delta's Connect server plug-in is compiled here from the sources in jvm/delta-connect.
 .cache/jars/spark-connect/.complete: $(shell find jvm/delta-connect -path '*/target' -prune -o -type f -print)
 
-test: setup
+# ruff (configured in pyproject.toml) over the whole tree, then mypy over the packages
+# that ship; a few seconds, so `make test` runs them before the suite.
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed

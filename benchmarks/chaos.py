@@ -185,8 +185,8 @@ class Chaos:
         return self.report
 
     def _prepare(self, the_plan: Plan) -> None:
-        from deltalake import write_deltalake
         import pyarrow as pa
+        from deltalake import write_deltalake
 
         sys.path.insert(0, str(IMPORTERS))
         from csep_chaos import storage_options
@@ -286,9 +286,8 @@ class Chaos:
     # -- the verdict ----------------------------------------------------------------------
 
     def _verify(self, the_plan: Plan) -> None:
-        from deltalake import DeltaTable
-
         from csep_chaos import storage_options
+        from deltalake import DeltaTable
 
         report = self.report
         rows = DeltaTable(self.table, storage_options=storage_options(
@@ -353,7 +352,8 @@ class Chaos:
                     moves = "; ".join(f"taken over by {t.by} at {t.at:%H:%M:%S.%f} from "
                                       f"{t.previous_owner}" for t in claim.takeovers)
                     lines.append(f"  {name}: owner {claim.owner}, claimed "
-                                 f"{claim.claimed_at:%H:%M:%S.%f}" + (f"; {moves}" if moves else ""))
+                                 f"{claim.claimed_at:%H:%M:%S.%f}"
+                                 + (f"; {moves}" if moves else ""))
                 elif name.startswith("result-"):
                     from contract import result as results
                     r = results.from_yaml(text)

@@ -27,7 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.measure import (  # noqa: E402
-    Lane, add_server_warmup, busy_cpu_seconds, load, peak_rss_mb, tree_cpu_seconds)
+    Lane,
+    add_server_warmup,
+    busy_cpu_seconds,
+    load,
+    peak_rss_mb,
+    tree_cpu_seconds,
+)
 from stack import samples  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
 
@@ -53,7 +59,7 @@ def imports_per_minute(stack: LocalStack, events: int, in_flight: int,
         seconds = time.monotonic() - started
         after = busy_cpu_seconds(), tree_cpu_seconds(server), tree_cpu_seconds(dispatcher_pid)
         cpu = {name: (a - b) / events for name, a, b in zip(
-            ("all", "server", "dispatcher and runners"), after, before)}
+            ("all", "server", "dispatcher and runners"), after, before, strict=True)}
         return events / seconds * 60, peak_rss_mb(dispatcher_pid), cpu
 
 

@@ -56,8 +56,8 @@ def _datetime(value: Any, _: type) -> datetime:
 def converter(*, forbid_extra_keys: bool = True) -> cattrs.Converter:
     """A converter that refuses unknown keys (by default) and mistyped scalars."""
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
-    for kind, allow in ((str, ()), (int, ()), (float, (int,)), (bool, ())):
-        conv.register_structure_hook(kind, _strict(kind, allow=allow))
+    for scalar, allow in ((str, ()), (int, ()), (float, (int,)), (bool, ())):
+        conv.register_structure_hook(scalar, _strict(scalar, allow=allow))
     # More specific than str/int in the MRO, so enums are built as members again.
     for kind in (enum.Enum, enum.StrEnum, enum.IntEnum):
         conv.register_structure_hook(kind, lambda value, cls: cls(value))

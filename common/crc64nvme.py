@@ -33,8 +33,8 @@ class ObjectChecksum:
     """The CRC64/NVME of one S3 object version, read a range at a time.
 
     ``etag`` is the ETag the object must still have (quoted or not; None: not checked);
-    ``version_id`` pins the version when the bucket is versioned. Errors of the GETs (botocore's) are
-    raised as they are, for the caller to classify; a ``PreconditionFailed`` (412)
+    ``version_id`` pins the version when the bucket is versioned. Errors of the GETs
+    (botocore's) are raised as they are, for the caller to classify; a ``PreconditionFailed`` (412)
     means the object changed since ``etag`` was read.
     """
 

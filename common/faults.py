@@ -154,8 +154,8 @@ def causes(error: BaseException | None) -> Iterator[BaseException]:
         error = error.__cause__ or error.__context__
 
 
-def one_line(error: BaseException, limit: int = 500) -> str:
-    """``error``'s message on one line, bounded."""
+def one_line(error: BaseException | str, limit: int = 500) -> str:
+    """``error``'s message (or a text) on one line, bounded."""
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[:limit] + "..."
 

@@ -49,9 +49,10 @@ class Status(enum.StrEnum):
     TIMED_OUT = "timed_out"  # written by the dispatcher: killed after the importer's timeout
 
 
-_STATUS_OF_EXIT = {ExitCode.OK: Status.SUCCEEDED, ExitCode.BAD_SPEC: Status.BAD_SPEC,
-                   ExitCode.BAD_DATA: Status.BAD_DATA, ExitCode.TEMPORARY: Status.TEMPORARY_FAILURE,
-                   ExitCode.UNAVAILABLE: Status.INFRASTRUCTURE}
+_STATUS_OF_EXIT: dict[int, Status] = {
+    ExitCode.OK: Status.SUCCEEDED, ExitCode.BAD_SPEC: Status.BAD_SPEC,
+    ExitCode.BAD_DATA: Status.BAD_DATA, ExitCode.TEMPORARY: Status.TEMPORARY_FAILURE,
+    ExitCode.UNAVAILABLE: Status.INFRASTRUCTURE}
 
 
 #: Attempts that say nothing about the event: a service it needed was down, or another

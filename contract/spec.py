@@ -111,7 +111,7 @@ class JobInfo:
         """The ``job_info`` dict given to ``run_import`` (a fresh copy each call). For an
         S3 object it also has ``source: "s3"`` and ``object``; a CTS job's is exactly
         seed 001's plus ``user`` and ``namespace_prefix``."""
-        info = {
+        info: dict[str, Any] = {
             "id": self.id,
             "outputs": [{"file": o.file, "crc64nvme": o.crc64nvme} for o in self.outputs],
             "image": self.image,

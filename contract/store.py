@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import timezone
 
 from common.s3 import S3Uri
-from contract.identifiers import check_segment, encode_segment
 from contract import result as results
 from contract import spec as specs
+from contract.identifiers import check_segment, encode_segment
 
 SPEC_NAME = "spec.yaml"
 RESULT_PREFIX = "result-"
@@ -108,7 +108,8 @@ class SpecStore:
 
     def spec_uris(self, job_id: str | None = None) -> list[str]:
         """Every spec under the base, or only those of ``job_id``."""
-        prefix = "/".join(filter(None, [self.prefix, _segment("job_id", job_id) if job_id else None]))
+        job = _segment("job_id", job_id) if job_id else None
+        prefix = "/".join(filter(None, [self.prefix, job]))
         prefix = prefix + "/" if prefix else ""
         return [f"s3://{self.bucket}/{key}" for key in sorted(self._keys(prefix))
                 if key.endswith("/" + SPEC_NAME)]

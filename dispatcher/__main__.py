@@ -14,10 +14,10 @@ import os
 import signal
 import sys
 
-from dispatcher import config as configuration
 from common import logs
-from registry import RegistryError
+from dispatcher import config as configuration
 from dispatcher.config import Config, LauncherSettings
+from registry import RegistryError
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
 
@@ -36,6 +36,7 @@ def make_launcher(settings: LauncherSettings):
     if settings.kind == "kubernetes":
         from dispatcher.kubernetes import KubernetesLauncher
 
+        assert settings.kubernetes is not None  # LauncherSettings requires it for this kind
         return KubernetesLauncher(settings.kubernetes)
     return SubprocessLauncher(pass_env=settings.subprocess.pass_env,
                               standby=settings.subprocess.standby)
@@ -46,12 +47,12 @@ def build(config: Config):
     from kafka import KafkaConsumer, KafkaProducer
 
     from common.s3 import s3_client
+    from contract.store import SpecStore
     from dispatcher.cts import CtsClient
     from dispatcher.loop import Dispatcher
     from dispatcher.metrics import Health, Metrics, serve
     from registry import Registry
     from registry.registry import DIRS_VARIABLE
-    from contract.store import SpecStore
 
     if config.registry_dirs:
         # The runners read the same variable: both sides must see the same importers.
@@ -108,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     except RegistryError as error:
         print(f"dispatcher: the importer registry is unusable: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    def shut_down(number: int, _frame: object) -> None:
+        log.info("signal %s: shutting down", number)
+        dispatcher.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda number, _: (log.info("signal %s: shutting down", number),
-                                              dispatcher.stop()))
+        signal.signal(sig, shut_down)
     return dispatcher.run()
 
 

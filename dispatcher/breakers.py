@@ -34,6 +34,10 @@ class Breaker:
     def is_open(self) -> bool:
         return self.open_since is not None
 
+    def open_for(self, now: float) -> float:
+        """Seconds the breaker has been open at ``now``; 0 when it is closed."""
+        return 0.0 if self.open_since is None else now - self.open_since
+
 
 class Breakers:
     def __init__(self, budget_seconds: float, backoff: RetryPolicy = PROBE_BACKOFF,
@@ -55,7 +59,7 @@ class Breakers:
         if any(now < breaker.next_probe for breaker in opened):
             return False
         for breaker in opened:
-            breaker.next_probe = now + self.backoff.next_delay(breaker.failures, 0.0)
+            breaker.next_probe = now + self._probe_delay(breaker)
         return True
 
     def failed(self, service: str, reason: str) -> None:
@@ -66,7 +70,13 @@ class Breakers:
         breaker.reason = reason
         if breaker.open_since is None:
             breaker.open_since = now
-        breaker.next_probe = now + self.backoff.next_delay(breaker.failures, 0.0)
+        breaker.next_probe = now + self._probe_delay(breaker)
+
+    def _probe_delay(self, breaker: Breaker) -> float:
+        delay = self.backoff.next_delay(breaker.failures, 0.0)
+        # A probe backoff never runs out: it has no elapsed-time bound and 2**30 attempts.
+        assert delay is not None, f"the probe backoff of {breaker.service} ran out"
+        return delay
 
     def succeeded(self, services: Iterable[str]) -> None:
         """``services`` answered: close their breakers."""
@@ -94,7 +104,7 @@ class Breakers:
         """An open breaker that has been open longer than the budget, if any."""
         now = self.clock()
         return next((b for b in self.open()
-                     if now - b.open_since > self.budget_seconds), None)
+                     if b.open_for(now) > self.budget_seconds), None)
 
     def problem(self) -> str | None:
         """One line for the health endpoint, or None when every breaker is closed."""
@@ -102,13 +112,13 @@ class Breakers:
         opened = self.open()
         if not opened:
             return None
-        return "; ".join(f"{b.service} failing for {now - b.open_since:.0f}s: {b.reason}"
+        return "; ".join(f"{b.service} failing for {b.open_for(now):.0f}s: {b.reason}"
                          for b in opened)
 
     def states(self) -> dict[str, dict]:
         """Each breaker's state, for the status view."""
         now = self.clock()
         return {b.service: {"open": b.is_open, "failures": b.failures,
-                            "open_seconds": round(now - b.open_since, 1) if b.is_open else 0,
+                            "open_seconds": round(b.open_for(now), 1) if b.is_open else 0,
                             "reason": b.reason}
                 for b in self._breakers.values()}

@@ -222,8 +222,8 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         if self.kafka.topic == self.kafka.dlq_topic:
-            raise ValueError(f"kafka.dlq_topic must differ from kafka.topic ({self.kafka.topic!r}): "
-                             "a failing replay would feed itself")
+            raise ValueError(f"kafka.dlq_topic must differ from kafka.topic "
+                             f"({self.kafka.topic!r}): a failing replay would feed itself")
         if self.kafka.s3_topic in (self.kafka.topic, self.kafka.dlq_topic):
             raise ValueError(f"kafka.s3_topic must differ from kafka.topic and kafka.dlq_topic "
                              f"({self.kafka.s3_topic!r}): each topic is read as one source")

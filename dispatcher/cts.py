@@ -20,11 +20,18 @@ from typing import Any
 import attrs
 import requests
 
-from common.convert import StructureError, converter, structure
+from common.convert import converter, structure
 from common.faults import Fault, ServiceFailure, http_fault, one_line, requests_fault
 from contract.identifiers import check_segment, encode_segment
-from contract.spec import (EventRef, ImporterRef, JobInfo, JobSpec, Output, namespace_prefix,
-                           plain_user)
+from contract.spec import (
+    EventRef,
+    ImporterRef,
+    JobInfo,
+    JobSpec,
+    Output,
+    namespace_prefix,
+    plain_user,
+)
 from dispatcher.errors import EventRejected
 
 NO_SUCH_JOB = 40040

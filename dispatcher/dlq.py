@@ -15,6 +15,7 @@ What the dispatcher adds (``error_dlq``, ``error_dlq_trace``, every header) is r
 
 from __future__ import annotations
 
+import functools
 import json
 
 import attrs
@@ -66,13 +67,13 @@ def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None,
     failure = attrs.evolve(failure, reason=redact(failure.reason), trace=redact(failure.trace),
                            error_class=redact(failure.error_class),
                            spec_uri=None if failure.spec_uri is None else redact(failure.spec_uri))
-    where = {"topic": topic, "partition": partition, "offset": offset, "source": source,
-             "record_index": record_index}
-    headers = _headers(**where, failure=failure)
+    headers_of = functools.partial(_headers, topic=topic, partition=partition, offset=offset,
+                                   source=source, record_index=record_index)
+    headers = headers_of(failure=failure)
     if not minimal:
         return DeadLetter(key=key, value=_value(value, failure), headers=headers)
     failure = attrs.evolve(failure, trace="")
-    headers = _headers(**where, failure=failure)
+    headers = headers_of(failure=failure)
     value = value or b""
     if len(value) > MINIMAL_VALUE_BYTES:
         headers.append(("__csep.errors.value.truncated", str(len(value)).encode()))

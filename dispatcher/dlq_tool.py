@@ -107,7 +107,8 @@ def _whole_number(value: Any, _: type) -> int:
 
 _CONVERTER = converter()
 _CONVERTER.register_structure_hook(int, _whole_number)
-_CONTEXT_TYPES = {a.name: a.type for a in attrs.fields(attrs.resolve_types(Context))}
+_CONTEXT_TYPES = {a.name: a.type for a in attrs.fields(attrs.resolve_types(Context))
+                  if a.type is not None}
 
 
 def parse_context(headers: Iterable[tuple[str, bytes]]) -> tuple[Context, tuple[str, ...]]:
@@ -178,6 +179,8 @@ class DeadLetter:
         if not isinstance(records, list) or not records or not isinstance(records[0], dict):
             return None
         s3 = records[0].get("s3")
+        if not isinstance(s3, dict):
+            return None
         try:
             bucket, key = s3["bucket"]["name"], s3["object"]["key"]
         except (KeyError, TypeError):
@@ -547,10 +550,11 @@ def row(letter: DeadLetter, importer: str | None) -> tuple[str, ...]:
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] = COLUMNS) -> str:
     """Columns aligned; long cells cut to the column's limit."""
-    cells = [[one_line(c, _WIDTHS.get(h, 200)) for h, c in zip(header, r)] for r in rows]
+    cells = [[one_line(c, _WIDTHS.get(h, 200)) for h, c in zip(header, r, strict=True)]
+             for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
     lines = [header, *cells]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines) + "\n"
 
 
@@ -558,7 +562,8 @@ def stats(selected: Iterable[tuple[DeadLetter, str | None]]) -> str:
     """Counts by error class, by importer, and by both."""
     by_both = Counter((letter.context.error_class or "-", importer or "-")
                       for letter, importer in selected)
-    by_class, by_importer = Counter(), Counter()
+    by_class: Counter[str] = Counter()
+    by_importer: Counter[str] = Counter()
     for (error_class, importer), count in by_both.items():
         by_class[error_class] += count
         by_importer[importer] += count
@@ -711,7 +716,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], out) -> int:
     topic = args.topic or environ.get("CSEP_KAFKA__DLQ_TOPIC") or DEFAULT_TOPIC
     now = datetime.now(timezone.utc)
     selection = None if args.command == "show" else selection_of(args, now)
-    if args.command == "replay" and selection.empty and not args.all:
+    if args.command == "replay" and selection is not None and selection.empty and not args.all:
         raise DlqToolError("replay without a filter would publish the whole DLQ topic: "
                            "give filters, or --all")
     client = s3_client(environ, timeout_seconds=10, max_attempts=2)
@@ -727,7 +732,8 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], out) -> int:
                              request_timeout_ms=30000)
     try:
         if args.command == "show":
-            letter = read_one(consumer, topic, *args.record, timeout=args.timeout)
+            partition, offset = args.record
+            letter = read_one(consumer, topic, partition, offset, timeout=args.timeout)
             out.write(describe(letter, importers.of(letter)))
             if letter.context.spec_uri:
                 store = SpecStore(letter.context.spec_uri.rsplit("/", 1)[0], client)
@@ -735,6 +741,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], out) -> int:
                 out.write(audit(read_text, store.files, letter.context.spec_uri))
             _warn(importers)
             return 0
+        assert selection is not None  # every command but show has one
         letters = read_topic(consumer, topic, selection.since, args.timeout)
         selected = list(select(letters, selection, importers))
     finally:
@@ -756,7 +763,7 @@ def _replay(args, environ, out, client, letters: list[DeadLetter], bootstrap: st
     producer = None if args.dry_run else KafkaProducer(
         bootstrap_servers=bootstrap, acks="all", retries=5, client_id="csep-dlq",
         max_block_ms=30000)
-    done = Counter()
+    done: Counter[str] = Counter()
     try:
         for outcome in replay(letters, producer=producer, log=log, to=args.to,
                               dry_run=args.dry_run, timeout=args.timeout):

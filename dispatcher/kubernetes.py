@@ -1,11 +1,11 @@
 """The Kubernetes launcher: one Kubernetes Job per runner attempt.
 
 Each attempt becomes a Job running the runner image with the spec URI and the attempt's
-result name as its arguments (the image's entrypoint is ``python -m runner``). The Job never retries by
-itself (``backoffLimit: 0``): retries are the dispatcher's decision, taken on the exit
-code, exactly as with the subprocess and Docker launchers. The dispatcher's timeout
-becomes the Job's ``activeDeadlineSeconds``, so Kubernetes enforces it even if the
-dispatcher is gone.
+result name as its arguments (the image's entrypoint is ``python -m runner``). The Job
+never retries by itself (``backoffLimit: 0``): retries are the dispatcher's decision,
+taken on the exit code, exactly as with the subprocess and Docker launchers. The
+dispatcher's timeout becomes the Job's ``activeDeadlineSeconds``, so Kubernetes enforces
+it even if the dispatcher is gone.
 
 Each Job is named after its spec and attempt (:func:`job_name`): a dispatcher restarted
 while its predecessor's runner still runs gets 409 Conflict when it launches the same
@@ -230,7 +230,8 @@ class KubernetesLauncher:
         ``poll_interval_seconds`` ago; return the time of the latest listing (None before
         the first that succeeded). API failures are logged and leave the last snapshot."""
         now = self._clock()
-        if self._listed_at is not None and now - self._listed_at < self.settings.poll_interval_seconds:
+        if (self._listed_at is not None
+                and now - self._listed_at < self.settings.poll_interval_seconds):
             return self._listed_at
         namespace = self.settings.namespace
         try:
@@ -354,6 +355,7 @@ class KubernetesJobHandle:
         # The pod would wait until the deadline; free the slot. The runner never ran, so
         # the attempt is not spent (the next launch of it creates the Job anew).
         self._launcher.delete(self.name)
+        assert pod is not None  # a reason not to start is read from the pod
         return RunnerExit(exit_code=None, infrastructure="kubernetes", stderr_tail=(
             f"runner pod {pod.metadata.name} cannot start: {reason}: "
             f"{message or ''}".rstrip(": ")))

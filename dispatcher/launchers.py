@@ -113,7 +113,7 @@ class ProcessHandle:
         # environment the runner was given may be in it.
         self._redact = Redactor.from_env(env) if redact is None else redact
         self._on_exit = on_exit
-        self._output = tempfile.TemporaryFile()
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - the runner writes it; _tail closes it
         try:
             self._process = subprocess.Popen(
                 list(argv), env=dict(env),

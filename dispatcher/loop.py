@@ -41,6 +41,7 @@ from kafka import TopicPartition
 
 from common.faults import Fault, ServiceFailure, fault_of, one_line
 from contract import result as results
+from contract.claim import AttemptClaim
 from contract.spec import EventRef
 from dispatcher import dlq, events
 from dispatcher.breakers import Breakers
@@ -48,7 +49,6 @@ from dispatcher.clock import SYSTEM_CLOCK, Clock
 from dispatcher.config import Config
 from dispatcher.intake import Intake
 from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit, RunnerHandle
-from contract.claim import AttemptClaim
 from dispatcher.ledger import OWNER, AttemptLedger, Attempts, lease_expired
 from dispatcher.metrics import Health, Metrics
 from dispatcher.retry import RetryPolicy, Verdict, verdict
@@ -317,8 +317,8 @@ class Dispatcher:
         """A record's source: the one its dead letter recorded (a DLQ replay), else its
         topic's."""
         recorded = dlq.source_of(record.headers)
-        return self.sources.get(recorded) or self.topic_sources.get(
-            record.topic, self.sources["cts"])
+        source = self.sources.get(recorded) if recorded is not None else None
+        return source or self.topic_sources.get(record.topic, self.sources["cts"])
 
     def _advance(self, work: Work) -> None:
         """One step of one event, contained: whatever it raises ends here."""
@@ -377,6 +377,7 @@ class Dispatcher:
         work.claim = self._claim_attempt(work)
         if work.claim is None:
             return
+        assert work.spec_uri is not None  # QUEUED: the spec is written
         request = LaunchRequest(
             spec_uri=work.spec_uri, job_id=work.event.job_id, importer=name,
             attempt=work.claim.attempt, result_name=work.claim.result_name,
@@ -394,6 +395,7 @@ class Dispatcher:
 
     def _check_runner(self, work: Work) -> None:
         if work.ended is None:
+            assert work.handle is not None  # RUNNING: the runner was launched
             work.ended = work.handle.poll()
             if work.ended is None:
                 return self._renew_lease(work)
@@ -430,7 +432,9 @@ class Dispatcher:
             work.stage, work.not_before = Stage.QUEUED, self.clock.monotonic() + delay
 
     def _finish(self, work: Work) -> None:
+        assert work.outcome is not None  # FINISH: the event is concluded
         if work.outcome is Outcome.DEAD_LETTERED and not work.dead_letter_sent:
+            assert work.failure is not None  # a dead letter is concluded with its failure
             # Sent now, acknowledged by a later turn: the records of a turn go out together.
             if work.dead_letter is None:
                 work.dead_letter = self.dead_letters.send(dlq.dead_letter(
@@ -482,6 +486,7 @@ class Dispatcher:
         """Whatever one event's step raised: the infrastructure path when a service is at
         fault, else the DLQ with the error's class, reason and traceback."""
         if fault_of(error) is Fault.INFRASTRUCTURE:
+            assert isinstance(error, ServiceFailure)  # only a ServiceFailure blames a service
             log.warning("%s; the event waits for it", error, extra=work.context)
             self.metrics.infrastructure_failures.labels(error.service).inc()
             self.breakers.failed(error.service, str(error))
@@ -512,6 +517,7 @@ class Dispatcher:
         """Attempts made on this spec so far; a DLQ replay starts a fresh count."""
         since = (datetime.fromtimestamp(work.record.timestamp / 1000, self.clock.now().tzinfo)
                  if dlq.is_replay(work.record.headers) else None)
+        assert work.spec_uri is not None  # attempts are counted once the spec is written
         return self.ledger.attempts(work.spec_uri, since)
 
     def _claim_attempt(self, work: Work) -> AttemptClaim | None:
@@ -519,6 +525,7 @@ class Dispatcher:
         while another dispatcher runs an attempt of the same spec (a duplicate
         announcement): the event then waits for that attempt's outcome."""
         work.attempts = self._attempts(work)
+        assert work.spec_uri is not None  # _attempts needed it too
         if work.attempts.succeeded:
             work.conclude(Outcome.IMPORTED)  # the other copy imported it
             return None
@@ -547,6 +554,9 @@ class Dispatcher:
         return claim
 
     def _renew_lease(self, work: Work) -> None:
+        # RUNNING: a runner of a claimed attempt of the spec.
+        assert work.spec_uri is not None and work.claim is not None
+        assert work.handle is not None
         lease = self.config.attempt_lease_seconds
         if work.claim.lease_until - self.clock.now() > timedelta(seconds=lease * 2 / 3):
             return
@@ -564,6 +574,9 @@ class Dispatcher:
 
     def _record_attempt(self, work: Work, exit: RunnerExit) -> results.RunResult:
         """The attempt's result: the runner's own, or one written on its behalf."""
+        # RUNNING (or its exit not yet recorded): a launched, claimed attempt of the spec.
+        assert work.spec_uri is not None and work.claim is not None
+        assert work.started_at is not None
         status = _status(exit)
         self.metrics.runner_seconds.labels(work.importer.name, status.value).observe(
             (self.clock.now() - work.started_at).total_seconds())
@@ -572,7 +585,7 @@ class Dispatcher:
             work.attempts = self._attempts(work)
             return written
         # Killed, timed out, crashed, or never started: the dispatcher writes the result.
-        message = ("timed out after %ss and killed" % work.importer.settings.timeout_seconds
+        message = (f"timed out after {work.importer.settings.timeout_seconds}s and killed"
                    if exit.timed_out else f"runner ended without a result ({status.value})")
         result = results.RunResult(
             spec_uri=work.spec_uri, job_id=work.event.job_id, status=status,
@@ -594,6 +607,7 @@ class Dispatcher:
         about the event, and the import runs again after a back-off that grows with such
         attempts, until the policy's ``max_elapsed_seconds``."""
         self.metrics.write_conflicts.labels(work.importer.name).inc()
+        assert work.policy is not None  # set with the spec
         at = self.clock.now()
         started = work.attempts.first_conflict_started or at
         delay = work.policy.after_conflicts(work.attempts.conflicts,
@@ -622,6 +636,7 @@ class Dispatcher:
             refusal.exit_code))
 
     def _next_delay(self, work: Work) -> float | None:
+        assert work.policy is not None  # set with the spec
         at = self.clock.now()
         start = work.attempts.first_started or at
         return work.policy.next_delay(work.attempts.spent, (at - start).total_seconds())
@@ -713,6 +728,8 @@ class Dispatcher:
             if work.handle is not None:
                 work.handle.kill()
                 self.slots.release(work.importer.name)
+                # A runner runs a claimed attempt of the spec.
+                assert work.spec_uri is not None and work.claim is not None
                 try:
                     self.ledger.release(work.spec_uri, work.claim)
                 except ServiceFailure as failure:  # then the lease runs out by itself

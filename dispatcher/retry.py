@@ -13,8 +13,8 @@ import attrs
 import tenacity
 from tenacity import stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from dispatcher.launchers import RunnerExit
 from contract.result import ExitCode
+from dispatcher.launchers import RunnerExit
 
 
 @attrs.frozen
@@ -59,8 +59,12 @@ class RetryPolicy:
         return self.wait(state)
 
 
+# The state's owner: tenacity's stop and wait functions read the state alone.
+_RETRYING = tenacity.Retrying()
+
+
 def _state(attempt_number: int, elapsed_seconds: float) -> tenacity.RetryCallState:
-    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+    state = tenacity.RetryCallState(retry_object=_RETRYING, fn=None, args=(), kwargs={})
     state.attempt_number = attempt_number
     state.outcome_timestamp = state.start_time + elapsed_seconds
     return state

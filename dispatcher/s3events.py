@@ -175,8 +175,8 @@ def _created(raw: Any, where: str) -> ObjectCreated | OtherEvent:
     try:
         record = structure(raw, _Record, _converter)
     except StructureError as error:
-        raise MalformedMessage(f"{where}: not an S3 event record: "
-                               + "; ".join(f"{where}.{part}" for part in str(error).split("; ")))
+        parts = "; ".join(f"{where}.{part}" for part in str(error).split("; "))
+        raise MalformedMessage(f"{where}: not an S3 event record: {parts}") from error
     obj = record.s3.object
     if obj.size is None or obj.size < 0:
         raise MalformedMessage(f"{where}.s3.object.size: an object-created event needs the "

@@ -39,8 +39,16 @@ import attrs
 
 from common.crc64nvme import ObjectChanged, ObjectChecksum
 from common.faults import Fault, ServiceFailure, classify, one_line, s3_error_code
-from contract.spec import (EventRef, ImporterRef, JobInfo, JobSpec, Output, S3Object,
-                           namespace_prefix, plain_user)
+from contract.spec import (
+    EventRef,
+    ImporterRef,
+    JobInfo,
+    JobSpec,
+    Output,
+    S3Object,
+    namespace_prefix,
+    plain_user,
+)
 from dispatcher import cts as cts_api
 from dispatcher import events, s3events
 from dispatcher.errors import EventRejected

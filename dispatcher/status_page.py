@@ -95,7 +95,8 @@ def _events(events: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for event in events:
         wait = event.get("next_step_in_seconds")
-        step = NEXT_STEP.get(event.get("stage"), event.get("stage"))
+        stage = event.get("stage")
+        step = NEXT_STEP.get(stage, stage) if isinstance(stage, str) else stage
         rows.append((_td(_subject(event)), _td(event.get("source")), _td(_where(event)),
                      _td(event.get("stage")), _td(event.get("importer")),
                      _td(event.get("attempt")), _td(_seconds(event.get("runner_age_seconds"))),
@@ -142,7 +143,8 @@ def render(view: Mapping[str, Any], now: datetime | None = None) -> str:
 </head>
 <body>
 <h1>CDM Spark Events dispatcher</h1>
-<nav><a href="/status">/status (JSON)</a><a href="/metrics">/metrics</a><a href="/health">/health</a></nav>
+<nav><a href="/status">/status (JSON)</a><a href="/metrics">/metrics</a>\
+<a href="/health">/health</a></nav>
 {health}
 <p>{len(events)} event(s) held, {_text(view.get("runners_in_flight", 0))} runner(s) running.</p>
 <h2>Circuit breakers</h2>

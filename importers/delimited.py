@@ -120,7 +120,8 @@ def parse(text: str, columns: Sequence[Column], *, file: str, format: Format = "
         where = f"{file}: row {number} (line {reader.line_num})"
         if len(fields) != len(header):
             raise BadDataError(f"{where} has {len(fields)} fields, the header has {len(header)}")
-        rows.append(tuple(_value(fields[p], c, where, nulls) for p, c in zip(positions, columns)))
+        rows.append(tuple(_value(fields[p], c, where, nulls)
+                          for p, c in zip(positions, columns, strict=True)))
     return rows
 
 
@@ -128,7 +129,8 @@ def _value(text: str, column: Column, where: str, nulls: set[str]) -> Any:
     if text == "" or text in nulls:
         if column.nullable:
             return None
-        raise BadDataError(f"{where}, column {column.header!r}: empty, but the column is not nullable")
+        raise BadDataError(
+            f"{where}, column {column.header!r}: empty, but the column is not nullable")
     try:
         return _COERCE[column.type](text)
     except ValueError as error:

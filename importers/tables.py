@@ -3,8 +3,9 @@
 Tables live in the job user's namespace: database ``<namespace_prefix><database>``
 (:func:`table_name`). They are Delta tables, or Iceberg tables when the session's default
 catalog is an Iceberg catalog (the runner's ``iceberg`` table format, where the prefix is
-``""`` and the namespace is in the user's own catalog): the same calls work on both. Both operations are safe to repeat, which is what makes an import
-idempotent: replaying a job finds its rows already there and changes nothing.
+``""`` and the namespace is in the user's own catalog): the same calls work on both.
+Both operations are safe to repeat, which is what makes an import idempotent: replaying
+a job finds its rows already there and changes nothing.
 
 Replays never move data backwards: :func:`merge` stamps every row it writes with the
 completion time of its job (:data:`COMPLETION_TIME_COLUMN`) and updates a matched row only

@@ -142,7 +142,7 @@ class Match:
         if self.any_of is not None:
             reasons = [c.refusal(job, f"{where}.any_of[{i}]") for i, c in enumerate(self.any_of)]
             if all(reasons):
-                return f"{where}.any_of: none holds ({'; '.join(reasons)})"
+                return f"{where}.any_of: none holds ({'; '.join(filter(None, reasons))})"
         if self.not_ is not None and self.not_.refusal(job) is None:
             return f"{where}.not: the job meets {self.not_.describe()}"
         return None

@@ -348,14 +348,16 @@ def _route_clash(entry: ImporterEntry, entries: list[ImporterEntry]) -> str | No
     """A bucket and key pattern ``entry`` shares with an importer registered before,
     where at least one of the two has no ``match`` (then every object the other takes
     is taken by both): the problem, naming both files."""
+    route = entry.s3
+    assert route is not None  # only an importer with an s3 route is checked
     for other in entries:
-        if other.s3 is None or other.s3.bucket != entry.s3.bucket:
+        if other.s3 is None or other.s3.bucket != route.bucket:
             continue
         if entry.match is not None and other.match is not None:
             continue  # their conditions choose, object by object
-        for pattern in entry.s3.keys:
+        for pattern in route.keys:
             if pattern in other.s3.keys:
-                return (f"{entry.source}: s3.keys: bucket {entry.s3.bucket!r} with pattern "
+                return (f"{entry.source}: s3.keys: bucket {route.bucket!r} with pattern "
                         f"{pattern!r} is already routed to {other.name!r} by {other.source}; "
                         "two importers may share a route only when both have a match "
                         "condition to choose between them")

@@ -4,10 +4,10 @@ SPEC is an ``s3://`` URI, a local file, or ``-`` for standard input (see
 :mod:`runner.locations` for where the result goes). ``python -m runner --standby`` loads
 first and then reads its arguments from standard input (:mod:`runner.standby`).
 
-Exit codes (contracts.md section 4): 0 done, 64 unusable spec, 65 bad data (do not retry), 70 the importer failed, 75 a
-temporary failure (retry), 69 a service it needs (S3, the metastore, Spark) is unreachable
-(retried without spending an attempt). A result that cannot be written makes the attempt
-exit 69 when S3 is unreachable, else 75.
+Exit codes (contracts.md section 4): 0 done, 64 unusable spec, 65 bad data (do not
+retry), 70 the importer failed, 75 a temporary failure (retry), 69 a service it needs
+(S3, the metastore, Spark) is unreachable (retried without spending an attempt). A result
+that cannot be written makes the attempt exit 69 when S3 is unreachable, else 75.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import sys
 from typing import NoReturn
 
 from common.faults import Fault, s3_fault
+from contract.result import ExitCode
 from runner import logs, standby
 from runner.attempt import run_attempt
 from runner.locations import open_location
 from runner.logs import log
-from contract.result import ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:

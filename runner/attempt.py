@@ -15,27 +15,26 @@ import functools
 import importlib
 import os
 import sys
-import traceback
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from common.faults import causes, one_line
 from common.redaction import Redactor
 from common.s3 import s3_client
+from contract.result import DeltaCommit, ExitCode, RunResult, Status
+from contract.spec import JobSpec, SpecError, from_yaml
 from registry import ImporterEntry, Registry, RegistryError
-from runner import logs
+from runner import catalog, logs, probes
 from runner.checksums import verify_object, verify_outputs
 from runner.commits import MarkedSpark
 from runner.conflicts import run_until_committed
-from common.faults import causes, one_line
-from runner import catalog, probes
 from runner.errors import BadDataError, BadSpecError, RunnerError, ServiceUnavailable
 from runner.locations import SpecLocation
 from runner.logs import log
-from contract.result import DeltaCommit, ExitCode, RunResult, Status
 from runner.spark import SparkSettings, preload, spark_factory
-from contract.spec import JobSpec, SpecError, from_yaml
 
 _TRACEBACK_LIMIT = 20_000
 
@@ -50,10 +49,12 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     spark_failures: list[BaseException] = []
     s3 = functools.cache(lambda: s3_client(environ))  # made on first use, then shared
     spec: JobSpec | None = None
-    spark = MarkedSpark(_guarded(spark_factory(settings, user=lambda: spec and spec.job.user),
+    spark = MarkedSpark(_guarded(spark_factory(settings,
+                                               user=lambda: spec.job.user if spec else None),
                                  spark_failures),
                         marker=f"csep-attempt:{uuid.uuid4()}", s3=s3)
-    status, exit_code, error = Status.SUCCEEDED, ExitCode.OK, None
+    status, exit_code = Status.SUCCEEDED, ExitCode.OK
+    error: Exception | None = None
     in_importer = False
     commits: tuple[DeltaCommit, ...] = ()
     try:
@@ -201,6 +202,8 @@ def _registered(spec: JobSpec, environ: Mapping[str, str]) -> ImporterEntry:
                 f"name routes {what}" + (": " + ", ".join(
                     f"{e.name!r} ({e.py_module}) in {e.source}" for e in routed)
                     if routed else ": none does"))
+    elif spec.job.image is None:
+        raise BadSpecError("the spec's job has neither an image nor an S3 object")
     else:
         what = f"image {spec.job.image!r}"
         entry = registry.for_image(spec.job.image)

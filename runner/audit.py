@@ -22,11 +22,11 @@ from collections.abc import Iterator, Mapping
 import attrs
 
 from common.s3 import S3Uri, s3_client
-from registry.images import image_name
+from contract import claim as claims
 from contract.result import Status
 from contract.spec import SpecError
-from contract import claim as claims
 from contract.store import SpecStore
+from registry.images import image_name
 
 PENDING = "pending"
 
@@ -53,7 +53,8 @@ def summaries(store: SpecStore, job_id: str | None = None, image: str | None = N
             spec = store.get_spec(uri)
             job = spec.job.id
             # An S3 event's spec has no image: its object stands in that column.
-            spec_image = spec.job.image or f"s3://{spec.job.object.file}"
+            obj = spec.job.object
+            spec_image = spec.job.image or (f"s3://{obj.file}" if obj else "(no image)")
         except SpecError:
             job, spec_image = "-", "(invalid spec)"
         if image and (spec_image.startswith("s3://")

@@ -9,8 +9,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from common.crc64nvme import ObjectChanged, ObjectChecksum
 from common.faults import s3_error_code
-from runner.errors import BadDataError, BadSpecError, s3_failure
 from contract.spec import Output, S3Object
+from runner.errors import BadDataError, BadSpecError, s3_failure
 
 
 def verify_outputs(client, outputs: Iterable[Output]) -> None:

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
+from contract.result import DeltaCommit
 from runner.delta_log import commits_since, s3_log
 from runner.logs import log
 from runner.spark import stop_session
-from contract.result import DeltaCommit
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -107,6 +107,8 @@ class MarkedSpark:
             self._stop()
 
     def _stop(self) -> None:
+        if self.session is None:
+            return
         try:
             stop_session(self.session)
         except Exception as error:  # a JVM that died already has nothing to stop
@@ -217,6 +219,7 @@ def _history_commits(spark: SparkSession, table: Table, marker: str,
                                 operation=r.operation,
                                 metrics=dict(r.operationMetrics or {}))
                     for r in rows if r.userMetadata == marker]
+        assert limit is not None  # without a limit the first page is the whole history
         limit *= 4
 
 

@@ -104,7 +104,7 @@ def run_until_committed(run: Callable[[], T], runs: int = RUNS, pause: float = P
     starts that would likely not end in time: a kill would spend one of the event's
     attempts, where a write conflict spends none.
     """
-    stop = tenacity.stop_after_attempt(runs)
+    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(runs)
     if time_left is not None:
         stop = tenacity.stop_any(stop, _no_time_for_another_run(time_left, max_pause))
     retrying = tenacity.Retrying(

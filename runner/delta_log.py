@@ -70,7 +70,7 @@ def commits_since(s3, location: str, cutoff: datetime, *,
     with ThreadPoolExecutor(max_workers=READERS) as pool:
         infos = list(pool.map(lambda item: _commit_info(s3, bucket, item[1]), files))
     return [LogCommit(version=version, modified=modified, info=info)
-            for (version, _, modified), info in zip(files, infos)]
+            for (version, _, modified), info in zip(files, infos, strict=True)]
 
 
 def _recent_files(s3, bucket: str, log: str, cutoff: datetime,

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Protocol
 
 from common.s3 import S3Uri, s3_client
-from runner.logs import log
-from runner.errors import BadSpecError, s3_failure
 from contract.result import RunResult, to_yaml
 from contract.store import SpecStore, result_name
+from runner.errors import BadSpecError, s3_failure
+from runner.logs import log
 
 
 class SpecLocation(Protocol):

@@ -25,8 +25,8 @@ The YAML is read by the registry's loader, which reads every ``*.yaml`` of its d
 (as the runner does for a directory of ``CSEP_IMPORTER_DIRS``): a problem in any of
 them is reported. A YAML in an importer package (a directory with ``__init__.py``) is
 loaded with its package, so ``py_module: pkg.module`` and the package's imports between
-its modules work without ``PYTHONPATH``. ``CSEP_SPARK_JARS`` is honoured (the Delta jar); the S3, metastore and
-master settings of the environment are not: the sandbox is always local.
+its modules work without ``PYTHONPATH``. ``CSEP_SPARK_JARS`` is honoured (the Delta
+jar); the S3, metastore and master settings of the environment are not: the sandbox is always local.
 
 Exit status: 0 when both runs succeed and the second changed nothing; 1 when the second
 run changed a table; 64 for an unusable YAML or FILE; for a failing run, the runner's
@@ -169,6 +169,7 @@ def sandbox_job(entry: ImporterEntry, outputs: tuple[Output, ...], job_id: str,
     if len(outputs) != 1:
         raise SandboxError(f"importer {entry.name} takes S3 objects: give one FILE, the "
                            f"uploaded object (got {len(outputs)})", ExitCode.BAD_SPEC)
+    assert warehouse is not None  # an S3 importer's object is staged in the warehouse
     staged = warehouse.s3 / outputs[0].file
     digest = hashlib.md5(staged.read_bytes(), usedforsecurity=False).hexdigest()
     obj = S3Object(bucket=outputs[0].bucket, key=outputs[0].key,
@@ -227,12 +228,16 @@ def snapshot(spark: SparkSession) -> dict[str, TableState]:
             frame = spark.table(_quoted(name))
             # to_json makes every type hashable (maps included); summing the hashes makes
             # the fingerprint independent of row order and sensitive to duplicates.
-            count, total = frame.agg(
+            totals = frame.agg(
                 F.count(F.lit(1)),
                 F.sum(F.xxhash64(F.to_json(F.struct(*[F.col(f"`{c}`") for c in frame.columns])))
                       .cast("decimal(38,0)"))).first()
+            assert totals is not None  # an aggregate without GROUP BY has one row
+            count, total = totals
             try:
-                version = spark.sql(f"DESCRIBE HISTORY {_quoted(name)} LIMIT 1").first().version
+                latest = spark.sql(f"DESCRIBE HISTORY {_quoted(name)} LIMIT 1").first()
+                assert latest is not None  # a Delta table has at least its version 0
+                version = latest.version
             except AnalysisException:  # not a Delta table
                 version = None
             states[name] = TableState(
@@ -388,6 +393,7 @@ def sandbox(importer_yaml: Path, files: Sequence[Path], warehouse: Warehouse, *,
         names = touched(spark.initial, first.states, first.commits)
         print(f"\nfirst run succeeded; it touched {len(names)} table(s)")
         for name in names:
+            assert spark.session is not None  # a table was touched: Spark was started
             _print_table(spark.session, name, first.states.get(name), first.commits,
                          job.namespace_prefix, rows)
         sys.stdout.flush()

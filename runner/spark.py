@@ -63,7 +63,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -98,8 +98,8 @@ METASTORE_PASSWORD_VARIABLE = "CSEP_METASTORE_PASSWORD"
 CONNECT_TIMEOUT = 30.0
 # Retries of a Connect request after the session is up. pyspark's default (15 retries,
 # backoff to 60 s) waits about 10 minutes for a server that died; this waits seconds.
-_CONNECT_RETRIES = {"max_retries": 5, "initial_backoff": 100, "backoff_multiplier": 4.0,
-                    "max_backoff": 5000}
+_CONNECT_RETRIES: dict[str, Any] = {"max_retries": 5, "initial_backoff": 100,
+                                    "backoff_multiplier": 4.0, "max_backoff": 5000}
 
 
 class SparkUnavailable(ConnectionError):
@@ -303,7 +303,7 @@ class SparkSettings:
                     # Hadoop's Configuration expands ${env.NAME} when Hive reads the
                     # password: the JVM's command line carries the variable's name only.
                     conf["spark.hadoop.javax.jdo.option.ConnectionPassword"] = (
-                        "${env.%s}" % METASTORE_PASSWORD_VARIABLE)
+                        f"${{env.{METASTORE_PASSWORD_VARIABLE}}}")
         return conf
 
     def jvm_environment(self) -> dict[str, str]:
@@ -385,8 +385,7 @@ def stop_session(session: SparkSession) -> None:
     ``stop()`` releases the session before that pool is drained, so without this the
     server logs an error per operation still being released."""
     if _is_connect_session(session):
-        from pyspark.sql.connect.client.reattach import (
-            ExecutePlanResponseReattachableIterator)
+        from pyspark.sql.connect.client.reattach import ExecutePlanResponseReattachableIterator
 
         ExecutePlanResponseReattachableIterator.shutdown()
     session.stop()
@@ -437,6 +436,7 @@ def spark_factory(settings: SparkSettings, *,
         if settings.is_iceberg:
             # Catalogs are loaded on first use, from the session's configuration as it
             # is then: the credential goes over py4j's socket, not the JVM's command line.
+            assert job_user is not None  # spark_conf refused an Iceberg session without one
             for key, value in settings.catalog_secrets(job_user).items():
                 session.conf.set(key, value)
         return session
@@ -473,5 +473,7 @@ def _connect_session(url: str, timeout: float) -> SparkSession:
     if not _accepts_connections(host, int(port), timeout):
         raise SparkUnavailable(f"sc://{builder.endpoint}", timeout)
     session = SparkSession.builder.remote(url).getOrCreate()
-    session.client.set_retry_policies([DefaultPolicy(**_CONNECT_RETRIES)])
+    # pyspark's @remote_only types the property as "Callable | property".
+    session.client.set_retry_policies(  # type: ignore[operator]
+        [DefaultPolicy(**_CONNECT_RETRIES)])
     return session

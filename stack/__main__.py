@@ -10,8 +10,8 @@
         the stack with its Spark Connect server, plus the dispatcher, whose runners are
         clients of that warm server (with --classic-spark: each runner starts its own
         local[*] Spark instead; with --iceberg too, and they import into an Iceberg
-        table in the sample user's warehouse of the stack's REST catalog); replay the sample event set (stack/samples: a CheckM2
-        job) end to end and show the result
+        table in the sample user's warehouse of the stack's REST catalog); replay the
+        sample event set (stack/samples: a CheckM2 job) end to end and show the result
     python -m stack replay DIR [--topic T] [--dlq-topic T] [--group G] [--timeout S]
                            [--state FILE]
         replay the event set DIR into the running stack (.stack/stack.json): upload its
@@ -31,9 +31,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stack.local import LocalStack
-from stack.spark_connect import warmup_count
 from stack.paths import ROOT
 from stack.replay import DEFAULT_DLQ_TOPIC, DEFAULT_GROUP, DEFAULT_TOPIC
+from stack.spark_connect import warmup_count
 from stack.state import STATE_FILE, StackState
 
 ENV_FILE = ROOT / ".stack" / "env"

@@ -50,7 +50,8 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
         print(f"{'runners use Spark':>22}: {spark}")
         if iceberg:
             print(f"{'iceberg rest catalog':>22}: {stack.s3.iceberg_url}")
-        print(f"{'metrics and health':>22}: http://127.0.0.1:{config['metrics_port']}/metrics, /health")
+        metrics = f"http://127.0.0.1:{config['metrics_port']}/metrics"
+        print(f"{'metrics and health':>22}: {metrics}, /health")
         print(f"replaying the event set {samples.HERE.relative_to(ROOT)}", flush=True)
         published = time.monotonic()
         [report] = replay.replay(state, samples.HERE, topic=TOPIC, dlq_topic=DLQ_TOPIC,
@@ -99,7 +100,7 @@ def _show(stack: LocalStack, store: SpecStore, doc: dict, iceberg: bool = False)
         print("  " + " | ".join(str(row[c]) for c in columns))
     for spec_uri in store.spec_uris(doc["id"]):
         print(f"\nspec:   {spec_uri}")
-        for uri, result in zip(store.result_uris(spec_uri), store.results(spec_uri)):
+        for uri, result in zip(store.result_uris(spec_uri), store.results(spec_uri), strict=False):
             print(f"result: {uri} ({result.status.value}, exit {result.exit_code})")
     updates = [json.dumps(u.set_fields) for u in stack.cts.updates_for(doc["id"])]
     print("CTS admin meta updates:\n  " + "\n  ".join(updates))

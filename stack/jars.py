@@ -74,8 +74,8 @@ def main(argv: list[str]) -> int:
         try:
             path = ensure(profile)
         except subprocess.CalledProcessError as error:
-            print(f"{profile}: Maven failed (exit {error.returncode}):\n{error.stdout}{error.stderr}",
-                  file=sys.stderr)
+            print(f"{profile}: Maven failed (exit {error.returncode}):\n"
+                  f"{error.stdout}{error.stderr}", file=sys.stderr)
             return 1
         print(f"{profile}: {len(list(path.glob('*.jar')))} jars in {path}")
     return 0

@@ -86,8 +86,8 @@ class Postgres:
 
     def _psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            [str(postgres_bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+            [str(postgres_bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", self.user, "-d", database, "-v", "ON_ERROR_STOP=1", "-Atc", sql],
             env=self._env(), check=True, capture_output=True, text=True)
         return result.stdout
 

@@ -167,7 +167,7 @@ def stage(state: StackState, fixtures: list[JobFixture]) -> list[JobFixture]:
     staged = []
     for fixture in fixtures:
         doc = copy.deepcopy(fixture.doc)
-        for index, (output, local) in enumerate(zip(doc["outputs"], fixture.files)):
+        for index, (output, local) in enumerate(zip(doc["outputs"], fixture.files, strict=True)):
             bucket, key = output["file"].split("/", 1)
             if bucket not in buckets:
                 s3.create_bucket(Bucket=bucket)
@@ -213,7 +213,7 @@ def publish(state: StackState, fixtures: list[JobFixture], topic: str) -> list[P
     try:
         sent = [producer.send(topic, key=f.job_id.encode(), value=f.event()) for f in fixtures]
         return [Published(f.job_id, m.topic, m.partition, m.offset, before.get(f.job_id, 0))
-                for f, m in zip(fixtures, (s.get(timeout=30) for s in sent))]
+                for f, m in zip(fixtures, (s.get(timeout=30) for s in sent), strict=True)]
     finally:
         producer.close()
 

@@ -18,7 +18,8 @@ from runner import BadDataError
 
 def storage_options(environ=os.environ) -> dict[str, str]:
     endpoint = environ.get("CSEP_S3_ENDPOINT_URL", "")
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": environ.get("CSEP_S3_REGION") or "us-east-1",
+    return {"AWS_ENDPOINT_URL": endpoint,
+            "AWS_REGION": environ.get("CSEP_S3_REGION") or "us-east-1",
             "AWS_ACCESS_KEY_ID": environ.get("AWS_ACCESS_KEY_ID", ""),
             "AWS_SECRET_ACCESS_KEY": environ.get("AWS_SECRET_ACCESS_KEY", ""),
             "AWS_ALLOW_HTTP": str(endpoint.startswith("http://")).lower(),

@@ -28,7 +28,8 @@ def test_get_job_needs_the_admin_token(cts):
     wrong = requests.get(cts.url + "/admin/jobs/job1", timeout=5,
                          headers={"Authorization": "Bearer nope"})
     assert missing.status_code == wrong.status_code == 401
-    assert requests.get(cts.url + "/admin/jobs/job1", headers=_auth(cts), timeout=5).json()["user"] == "alice"
+    job = requests.get(cts.url + "/admin/jobs/job1", headers=_auth(cts), timeout=5).json()
+    assert job["user"] == "alice"
 
 
 def test_unknown_job_is_404_with_appcode_40040(cts):

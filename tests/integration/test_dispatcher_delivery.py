@@ -39,7 +39,7 @@ def test_poison_messages_reach_the_dlq_with_reason_and_headers_and_the_loop_goes
     assert len(letters) == len(poison)
     by_offset = {int(headers(r)["__connect.errors.offset"]): r for r in letters}
     assert sorted(by_offset) == offsets
-    for offset, (value, reason) in zip(offsets, poison):
+    for offset, (value, reason) in zip(offsets, poison, strict=True):
         record, context = by_offset[offset], headers(by_offset[offset])
         assert context["__connect.errors.topic"] == lane.topic
         assert context["__connect.errors.partition"] == "0"
@@ -58,7 +58,8 @@ def test_poison_messages_reach_the_dlq_with_reason_and_headers_and_the_loop_goes
     assert runner_failure["__csep.errors.exit.code"] == "65"
     assert runner_failure["__csep.errors.attempts"] == "1"
     assert runner_failure["__csep.errors.spec.uri"].endswith("/bad-data-1/t-bad-data-1/spec.yaml")
-    assert "row 3 of the report is truncated" in json.loads(by_offset[offsets[-1]].value)["error_dlq"]
+    last = json.loads(by_offset[offsets[-1]].value)
+    assert "row 3 of the report is truncated" in last["error_dlq"]
     assert lane.attempts("bad-data-1") == 1
     assert any("cse_event_processing_error" in u.set_fields
                for u in lane.stack.cts.updates_for("bad-data-1"))

@@ -41,14 +41,16 @@ def minio_event(stack, bucket: str, key: str, put: dict | None, size: int | None
         + "Z",
         "eventName": name, "userIdentity": {"principalId": principal},
         "requestParameters": {"accessKey": principal, "region": "", "sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-id-2": "dd9025bab4ad464b049177c95eb6ebf374d3b3fd1af9251148b658df7ac2e3e8",
+        "responseElements": {"x-amz-id-2": "dd9025bab4ad464b049177c95eb6ebf3"
+                                           "74d3b3fd1af9251148b658df7ac2e3e8",
                              "x-amz-request-id": f"{now:X}", "x-minio-deployment-id": "csep-tests",
                              "x-minio-origin-endpoint": stack.s3.endpoint},
         "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
                "bucket": {"name": bucket, "ownerIdentity": {"principalId": principal},
                           "arn": f"arn:aws:s3:::{bucket}"},
                "object": obj},
-        "source": {"host": "127.0.0.1", "port": "", "userAgent": "MinIO (linux; amd64) minio-go/v7"},
+        "source": {"host": "127.0.0.1", "port": "",
+                   "userAgent": "MinIO (linux; amd64) minio-go/v7"},
     }
     return {"EventName": name, "Key": f"{bucket}/{key}", "Records": [record]}
 

@@ -17,10 +17,16 @@ import pytest
 from contract import result as results
 from contract.spec import namespace_prefix
 from contract.store import SpecStore
-from stack.paths import ROOT
 from importers.tables import COMPLETION_TIME_COLUMN
-from tests.integration.test_runner import (COMPLETED, REPORT_A, checkm2_spec, make_spec,
-                                           run_runner, upload)
+from stack.paths import ROOT
+from tests.integration.test_runner import (
+    COMPLETED,
+    REPORT_A,
+    checkm2_spec,
+    make_spec,
+    run_runner,
+    upload,
+)
 from tests.integration.test_secrets import run_while_scanning
 
 ICEBERG_IMPORTERS = ROOT / "tests" / "fixtures" / "iceberg_importers"

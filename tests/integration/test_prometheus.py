@@ -35,8 +35,8 @@ def test_prometheus_scrapes_a_dispatcher_and_every_dashboard_query_has_data(lane
         for n, job_id in enumerate(("quick-1", "quick-2", "quick-3")):
             lane.job(job_id, "quick")
             lane.complete(job_id)
-            wait_until(lambda: lane.committed()[0] == n + 1, 60, f"{job_id} imported")
-            wait_until(lambda: len(prometheus.query(
+            wait_until(lambda n=n: lane.committed()[0] == n + 1, 60, f"{job_id} imported")
+            wait_until(lambda n=n: len(prometheus.query(
                 f'csep_events_total{{outcome="imported"}} == {n + 1}')) == 1, 30, "a scrape")
         # What only a failure produces: a retry (the flaky importer fails twice), a dead
         # letter, and an infrastructure failure (the CTS answering 503 for a while).
@@ -59,11 +59,12 @@ def test_prometheus_scrapes_a_dispatcher_and_every_dashboard_query_has_data(lane
         empty = []
         for expr in dashboard_queries():
             try:
-                wait_until(lambda: prometheus.query(expr), 30, expr, interval=1)
+                wait_until(lambda expr=expr: prometheus.query(expr), 30, expr, interval=1)
             except AssertionError:
                 empty.append(expr)
         assert empty == [], f"dashboard queries without data: {empty}"
-        imported = prometheus.query('sum by (outcome) (rate(csep_events_total{outcome="imported"}[5m]))')
+        imported = prometheus.query(
+            'sum by (outcome) (rate(csep_events_total{outcome="imported"}[5m]))')
         assert numbers(imported)[0] > 0
         p50 = prometheus.query('histogram_quantile(0.5, sum by (le, importer) '
                                '(rate(csep_runner_duration_seconds_bucket[15m])))')

@@ -7,13 +7,13 @@ change their exit code.
 """
 
 from __future__ import annotations
-from datetime import UTC, datetime, timedelta
 
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,14 +38,20 @@ HEADER = ("Name\tCompleteness\tContamination\tCompleteness_Model_Used\tTranslati
           "Coding_Density\tContig_N50\tAverage_Gene_Length\tGenome_Size\tGC_Content\t"
           "Total_Coding_Sequences\tAdditional_Notes\n")
 REPORT_A = HEADER + (
-    "GCA_1\t98.5\t0.6\tNeural Network (Specific Model)\t11\t0.89\t120000\t310.5\t4500000\t0.52\t4100\tNone\n"
-    "GCA_2\t75.0\t3.25\tGradient Boost (General Model)\t11\t0.85\t50000\t290.0\t3000000\t0.61\t2900\t\n")
+    "GCA_1\t98.5\t0.6\tNeural Network (Specific Model)\t11\t0.89\t120000\t"
+    "310.5\t4500000\t0.52\t4100\tNone\n"
+    "GCA_2\t75.0\t3.25\tGradient Boost (General Model)\t11\t0.85\t50000\t"
+    "290.0\t3000000\t0.61\t2900\t\n")
 REPORT_B = HEADER + (
-    "GCA_2\t80.0\t3.25\tGradient Boost (General Model)\t11\t0.85\t50000\t290.0\t3000000\t0.61\t2900\t\n"
-    "GCA_3\t51.0\t10.0\tGradient Boost (General Model)\t4\t0.91\t8000\t250.25\t1200000\t0.33\t1100\tLow quality\n")
+    "GCA_2\t80.0\t3.25\tGradient Boost (General Model)\t11\t0.85\t50000\t"
+    "290.0\t3000000\t0.61\t2900\t\n"
+    "GCA_3\t51.0\t10.0\tGradient Boost (General Model)\t4\t0.91\t8000\t"
+    "250.25\t1200000\t0.33\t1100\tLow quality\n")
 REPORT_BAD = HEADER + (
-    "GCA_9\t98.5\t0.6\tNeural Network (Specific Model)\t11\t0.89\t120000\t310.5\t4500000\t0.52\t4100\t\n"
-    "GCA_10\tabc\t0.6\tNeural Network (Specific Model)\t11\t0.89\t120000\t310.5\t4500000\t0.52\t4100\t\n")
+    "GCA_9\t98.5\t0.6\tNeural Network (Specific Model)\t11\t0.89\t120000\t"
+    "310.5\t4500000\t0.52\t4100\t\n"
+    "GCA_10\tabc\t0.6\tNeural Network (Specific Model)\t11\t0.89\t120000\t"
+    "310.5\t4500000\t0.52\t4100\t\n")
 
 
 def _row(name, completeness, contamination, model, table, density, n50, gene_length, size, gc,

@@ -55,7 +55,7 @@ def _shown_rows(stdout: str) -> list[dict[str, str]]:
     """The rows of the first table Spark's show() printed, by column name."""
     lines = [line for line in stdout.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
             for line in lines[1:]]
 
 

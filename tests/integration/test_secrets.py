@@ -51,8 +51,9 @@ def command_lines() -> dict[int, str]:
     return found
 
 
-def run_while_scanning(argv: list[str], env: dict[str, str], secrets: list[str],
-                       timeout: float = 600) -> tuple[subprocess.CompletedProcess, list[str], set[str]]:
+def run_while_scanning(
+        argv: list[str], env: dict[str, str], secrets: list[str], timeout: float = 600,
+) -> tuple[subprocess.CompletedProcess, list[str], set[str]]:
     """Run ``argv`` to its end, scanning all command lines every 50 ms meanwhile.
 
     Returns the finished process, the command lines that held a secret (with the secret

@@ -235,7 +235,7 @@ def test_parallel_clients_keep_their_own_confs_views_and_failures(connect_env, t
     clients = [start_python(ISOLATED_CLIENT, me, other, str(tmp_path), env=connect_env)
                for me, other in (names, names[::-1])]
     seen = {}
-    for name, client in zip(names, clients):
+    for name, client in zip(names, clients, strict=True):
         out, err = client.communicate(timeout=300)
         assert client.returncode == 0, err[-4000:]
         seen[name] = last_json(out)

@@ -26,7 +26,8 @@ READ = """
 import json
 from runner.spark import SparkSettings, spark_factory
 spark = spark_factory(SparkSettings.from_env())()
-rows = [tuple(r) for r in spark.sql("SELECT name, completeness FROM smoke.genomes ORDER BY name").collect()]
+query = "SELECT name, completeness FROM smoke.genomes ORDER BY name"
+rows = [tuple(r) for r in spark.sql(query).collect()]
 location = spark.sql("DESCRIBE DETAIL smoke.genomes").first()["location"]
 print(json.dumps({"rows": rows, "location": location}))
 spark.stop()
@@ -55,5 +56,6 @@ def test_table_by_name_across_processes_and_readers(stack, runner_env):
         "AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
         "AWS_ACCESS_KEY_ID": stack.s3.access_key, "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key,
         "AWS_ALLOW_HTTP": "true"})
-    independent = sorted([r["name"], r["completeness"]] for r in table.to_pyarrow_table().to_pylist())
+    independent = sorted([r["name"], r["completeness"]]
+                         for r in table.to_pyarrow_table().to_pylist())
     assert independent == MERGED

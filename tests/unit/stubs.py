@@ -380,7 +380,7 @@ class Store(SpecStore):
                 raise _s3_error("NoSuchKey", 404, "PutObject")
             if current[1] != conditions["IfMatch"]:
                 raise _s3_error("PreconditionFailed", 412, "PutObject")
-        self.objects[uri] = (text, '"%s"' % hashlib.md5(text.encode()).hexdigest())
+        self.objects[uri] = (text, f'"{hashlib.md5(text.encode()).hexdigest()}"')
 
     def _keys(self, prefix: str) -> list[str]:
         self._available("ListObjectsV2")

@@ -1,23 +1,26 @@
 """The runner's refusals that need no server, and what it keeps out of results."""
 
 from __future__ import annotations
+
 from datetime import datetime
 
-from runner.attempt import run_attempt
-from runner.locations import FileLocation
 from contract.result import Status
 from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, to_yaml
+from runner.attempt import run_attempt
+from runner.locations import FileLocation
 
 ENV = {"CSEP_IMPORTER_DIRS": "", "CSEP_SPARK_MASTER": "no-such-master://never"}
 
 
-def spec(image: str, py_module: str, name: str = "checkm2") -> str:
+def spec(image: str | None, py_module: str, name: str = "checkm2") -> str:
     return to_yaml(JobSpec(
         job=JobInfo(id="j1", outputs=(), image=image, image_digest="sha256:ab",
-                    input_file_count=0, output_file_count=0, completion_time=datetime.fromisoformat("2026-11-20T00:00:00+00:00"),
+                    input_file_count=0, output_file_count=0,
+                    completion_time=datetime.fromisoformat("2026-11-20T00:00:00+00:00"),
                     user="alice", namespace_prefix="u_alice__"),
         importer=ImporterRef(name=name, py_module=py_module),
-        event=EventRef(topic="t", partition=0, offset=0, trans_id="x", time=datetime.fromisoformat("2026-11-20T00:00:00+00:00"))))
+        event=EventRef(topic="t", partition=0, offset=0, trans_id="x",
+                       time=datetime.fromisoformat("2026-11-20T00:00:00+00:00"))))
 
 
 def attempt(tmp_path, text: str):
@@ -37,6 +40,12 @@ def test_an_image_without_importer_is_refused(tmp_path):
     result = attempt(tmp_path, spec("example.org/unknown", "importers.checkm2"))
     assert (result.status, result.exit_code, result.job_id) == (Status.BAD_SPEC, 64, "j1")
     assert "no importer is registered for image 'example.org/unknown'" in result.message
+
+
+def test_a_spec_without_image_or_object_is_refused(tmp_path):
+    result = attempt(tmp_path, spec(None, "importers.checkm2"))
+    assert (result.status, result.exit_code, result.job_id) == (Status.BAD_SPEC, 64, "j1")
+    assert "neither an image nor an S3 object" in result.message
 
 
 def test_a_spec_cannot_choose_the_module(tmp_path):

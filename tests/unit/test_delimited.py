@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 
 import pytest
-
-import re
-
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -1,7 +1,8 @@
 """Where a table's Delta log is on S3, and what SHOW TABLE EXTENDED says of a table."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runner.commits import table_details
 from runner.delta_log import s3_log

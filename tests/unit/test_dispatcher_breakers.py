@@ -25,7 +25,7 @@ def test_an_open_breaker_lets_one_probe_through_per_window_and_closes_on_success
     assert breakers.allow(["cts", "s3"])
     breakers.failed("cts", "HTTP 503")
     assert not breakers.allow(["cts", "s3"]) and breakers.allow(["s3"])
-    assert "cts failing for 0s: HTTP 503" == breakers.problem()
+    assert breakers.problem() == "cts failing for 0s: HTTP 503"
     clock.now += 2.5
     assert breakers.allow(["cts"])          # the probe
     assert not breakers.allow(["cts"])      # only one per window

@@ -5,13 +5,32 @@ from __future__ import annotations
 
 import pytest
 import requests
-from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                 NoCredentialsError, ParamValidationError, ReadTimeoutError)
-from kafka.errors import (KafkaTimeoutError, MessageSizeTooLargeError, KafkaConnectionError,
-                          NotLeaderForPartitionError, RecordListTooLargeError)
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    NotLeaderForPartitionError,
+    RecordListTooLargeError,
+)
 
-from common.faults import (Fault, ServiceFailure, calling, causes, classify, fault_of,
-                           http_fault, s3_fault)
+from common.faults import (
+    Fault,
+    ServiceFailure,
+    calling,
+    causes,
+    classify,
+    fault_of,
+    http_fault,
+    s3_fault,
+)
 
 EVENT, INFRA = Fault.EVENT, Fault.INFRASTRUCTURE
 
@@ -80,9 +99,8 @@ def test_launcher_failures_are_infrastructure_and_unknown_services_the_event_s()
 
 
 def test_calling_wraps_with_the_service_and_what_was_being_done():
-    with pytest.raises(ServiceFailure) as caught:
-        with calling("s3", "writing the spec"):
-            raise s3_error("KeyTooLongError", 400)
+    with pytest.raises(ServiceFailure) as caught, calling("s3", "writing the spec"):
+        raise s3_error("KeyTooLongError", 400)
     failure = caught.value
     assert (failure.service, failure.fault) == ("s3", EVENT)
     assert str(failure).startswith("s3: writing the spec: ClientError KeyTooLongError:")

@@ -290,7 +290,7 @@ def test_refused_job_is_a_launch_error(apis):
 
 
 def test_job_names_follow_spec_and_attempt():
-    assert JOB_NAME == job_name(SETTINGS, attrs.evolve(REQUEST))
+    assert job_name(SETTINGS, attrs.evolve(REQUEST)) == JOB_NAME
     assert JOB_NAME.startswith("csep-runner-job-7f3a-") and JOB_NAME.endswith("-a2")
     assert job_name(SETTINGS, attrs.evolve(REQUEST, attempt=3)) != JOB_NAME
     assert job_name(SETTINGS, attrs.evolve(REQUEST, spec_uri=SPEC_URI + "x")) != JOB_NAME
@@ -332,7 +332,7 @@ def test_a_job_still_being_deleted_is_not_adopted(apis):
 def test_api_failures_at_launch_are_launch_errors(apis, error):
     batch, _ = apis
     batch.create_error = error
-    with pytest.raises(LaunchError, match=f"job-7f3a attempt 2"):
+    with pytest.raises(LaunchError, match="job-7f3a attempt 2"):
         launched(apis)
 
 

@@ -11,7 +11,6 @@ import attrs
 import pytest
 
 from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output
-
 from registry import ImporterSettings, Registry, RegistryError, image_name
 from registry.filters import JobFacts
 from registry.images import name_problem
@@ -154,8 +153,8 @@ def test_find_checks_presence_without_running_the_module(folder):
 def test_directories_come_from_the_environment(folder):
     write(folder, "tool.yaml", importer_yaml())
     with pytest.raises(RegistryError) as caught:
-        Registry.load(check="find",
-                      environ={"CSEP_IMPORTER_DIRS": os.pathsep.join([str(folder), "/nonexistent-x"])})
+        dirs = os.pathsep.join([str(folder), "/nonexistent-x"])
+        Registry.load(check="find", environ={"CSEP_IMPORTER_DIRS": dirs})
     assert caught.value.problems == ["/nonexistent-x: importer directory does not exist"]
     registry = Registry.load(check="import", environ={"CSEP_IMPORTER_DIRS": str(folder)})
     # What is named is the registry: the built-in importers are not added to it.

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.standby import BadArguments, arguments
 from contract.result import ExitCode
+from runner.standby import BadArguments, arguments
 
 
 def standby(stdin: str) -> subprocess.CompletedProcess:

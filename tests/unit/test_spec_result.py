@@ -1,21 +1,28 @@
 """Spec and result YAML round trips, and what the runner refuses before any work."""
 
 from __future__ import annotations
+
 from datetime import datetime, timezone
 
 import pytest
 
 from contract import result as results
 from contract import spec as specs
-from runner.errors import (BadDataError, BadSpecError, ServiceUnavailable, TemporaryFailure,
-                           s3_failure)
 from contract.result import DeltaCommit, ExitCode, RunResult, Status
+from runner.errors import (
+    BadDataError,
+    BadSpecError,
+    ServiceUnavailable,
+    TemporaryFailure,
+    s3_failure,
+)
 
 SPEC = specs.JobSpec(
     job=specs.JobInfo(id="j1", outputs=(specs.Output("b/k/quality_report.tsv", "4ekt2WB1KO4="),),
                       image="ghcr.io/kbasetest/cdm_checkm2", image_digest="sha256:ab",
                       input_file_count=2, output_file_count=1,
-                      completion_time=datetime.fromisoformat("2026-11-20T10:15:00.123+00:00"), user="alice",
+                      completion_time=datetime.fromisoformat("2026-11-20T10:15:00.123+00:00"),
+                      user="alice",
                       namespace_prefix=specs.namespace_prefix("alice")),
     importer=specs.ImporterRef(name="checkm2", py_module="importers.checkm2",
                                importer_meta={"database": "checkm2", "table": "q"}),

@@ -57,7 +57,8 @@ def test_the_page_shows_health_breakers_halts_events_and_outcomes():
     assert "launch a runner (slot, backoff or another attempt), in 12.0 s" in text
     # Newest outcome first.
     assert text.index("s3://dataplane/raw/a.tsv") < text.index("job-done")
-    assert "10:00:05 s3://dataplane/raw/a.tsv dead_lettered - - s3-events/0:9 #1 MalformedMessage" in text
+    assert ("10:00:05 s3://dataplane/raw/a.tsv dead_lettered - - s3-events/0:9 #1 "
+            "MalformedMessage") in text
     assert "10:00:00 job-done imported checkm2 1 cts-jobs/1:3" in text
     for link in ("/status", "/metrics", "/health"):
         assert f'href="{link}"' in page

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import runner
 
 PACKAGE = Path(__file__).resolve().parents[1] / "csep_example_importers"
