@@ -1,19 +1,21 @@
 """Intake: events the dispatcher only acknowledges (states other than ``complete``), read
 by one dispatcher and by a bare kafka-python consumer of the same topic, in one run.
 
-    python benchmarks/intake.py [--events 20000]
+    python benchmarks/intake.py [--events 20000] [--profile intake.prof]
 
 Publishes the events on a one-partition topic first, then times each reader from its
 start to the last offset (the dispatcher: until its group has committed the last offset;
 the consumer: until it has read it; the dispatcher's own start-up, until it serves
 ``/health``, is printed apart), and reads the dispatcher's peak RSS (``VmHWM``).
-Prints the figures; asserts nothing.
+Prints the figures; asserts nothing. With ``--profile`` the dispatcher runs under cProfile
+and the busiest functions of its profile are printed after the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -32,6 +34,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--profile", type=Path,
+                        help="write the dispatcher's cProfile here and print its top functions")
     args = parser.parse_args()
     with LocalStack() as stack, Lane(stack) as lane:
         for n in range(args.events):
@@ -55,7 +59,7 @@ def main() -> int:
         consumer.close()
 
         launched = time.monotonic()
-        dispatcher = lane.dispatcher()
+        dispatcher = lane.dispatcher(profile=args.profile and args.profile.resolve())
         started = time.monotonic()
         lane.wait_committed(TopicPartition(lane.topic, 0), last, timeout=1800, interval=0.2)
         dispatcher_seconds = time.monotonic() - started
@@ -68,6 +72,8 @@ def main() -> int:
               f" once serving; {started - launched:.1f}s to start)")
         print(f"ratio dispatcher/raw:  {dispatcher_rate / raw_rate:.2f}")
         print(f"dispatcher peak RSS:   {rss:.0f} MB; {load()}")
+    if args.profile:  # written when the dispatcher exited, at the lane's close
+        pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(25)
     return 0
 
 

@@ -133,8 +133,10 @@ class Lane:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def dispatcher(self, env: dict[str, str] | None = None, **overrides: Any) -> DispatcherProcess:
-        """Start a dispatcher on this lane and wait until it serves ``/health``."""
+    def dispatcher(self, env: dict[str, str] | None = None, profile: Path | None = None,
+                   **overrides: Any) -> DispatcherProcess:
+        """Start a dispatcher on this lane and wait until it serves ``/health`` (under
+        cProfile, writing to ``profile`` at its exit, when given)."""
         settings = {"max_in_flight": 4, "shutdown_grace_seconds": 30,
                     "launcher": {"subprocess": {
                         "pass_env": [*RUNNER_ENV, "CSEP_TEST_STATE_DIR"]}},
@@ -145,7 +147,8 @@ class Lane:
         process = DispatcherProcess(
             self.stack, self.directory / f"dispatcher-{len(self.dispatchers)}", config,
             env={"CSEP_IMPORTER_DIRS": f"@builtin:{TEST_IMPORTERS}",
-                 "CSEP_TEST_STATE_DIR": str(self.state_dir), **(env or {})})
+                 "CSEP_TEST_STATE_DIR": str(self.state_dir), **(env or {})},
+            profile=profile)
         self.dispatchers.append(process)
         process.start()
         process.wait_serving()

@@ -30,7 +30,10 @@ def check_segment(field: str, value: str) -> str:
     _check_text(field, value)
     if value in (".", ".."):
         raise InvalidIdentifier(f"{field}: {value!r} is not a usable path segment")
-    if len(encode_segment(value)) > MAX_ENCODED_BYTES:
+    # Percent-encoding makes each character at most 3 ASCII bytes (12 for one of 4 UTF-8
+    # bytes); a short ASCII value cannot exceed the bound, so most skip the encoding.
+    if (len(value) * 3 > MAX_ENCODED_BYTES or not value.isascii()) and \
+            len(encode_segment(value)) > MAX_ENCODED_BYTES:
         raise InvalidIdentifier(
             f"{field}: too long ({len(value)} characters; at most {MAX_ENCODED_BYTES} bytes "
             "once percent-encoded)")
@@ -44,6 +47,8 @@ def _check_text(field: str, value: str) -> None:
         raise InvalidIdentifier(f"{field}: expected a string, got {type(value).__name__}")
     if value == "":
         raise InvalidIdentifier(f"{field}: must not be empty")
+    if value.isascii() and value.isprintable():
+        return  # the usual id: no control character (ASCII's are not printable), no surrogate
     for index, char in enumerate(value):
         if unicodedata.category(char) in ("Cc", "Cs"):
             raise InvalidIdentifier(

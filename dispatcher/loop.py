@@ -61,6 +61,9 @@ EXIT_OK = 0
 EXIT_INFRASTRUCTURE = 69  # sysexits EX_UNAVAILABLE: a service stayed down past the budget
 EXIT_DEAD_LETTER_STREAK = 70  # sysexits EX_SOFTWARE: an importer (or all) dead-letters all
 _TRACE_LIMIT = 8192
+#: While polls come back full (a backlog), offsets are committed at most this often
+#: (each commit is a round trip to the group coordinator); a short poll commits at once.
+BACKLOG_COMMIT_SECONDS = 1.0
 
 
 class Stage(enum.Enum):
@@ -232,6 +235,7 @@ class Dispatcher:
         self._stopping = False
         self._exit_status = EXIT_OK
         self._last_status = 0.0
+        self._last_commit = float("-inf")
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -258,16 +262,21 @@ class Dispatcher:
             # Events finishing (a DLQ acknowledgement due) are not kept waiting on a poll,
             # nor, for long, a runner's exit: the poll's wait is the time it goes unseen.
             stages = {w.stage for w in self.work.values()}
-            for record in self.intake.poll(
-                    accepting=accepting, max_records=free,
-                    timeout_ms=10 if Stage.FINISH in stages else 50 if Stage.RUNNING in stages
-                    else 200 if self.work else 500):
+            records = self.intake.poll(
+                accepting=accepting, max_records=free,
+                timeout_ms=10 if Stage.FINISH in stages else 50 if Stage.RUNNING in stages
+                else 200 if self.work else 500)
+            for record in records:
                 self._take_in(record)
             self._advance_all(draining)
             # A breaker no held event needs has nobody to probe it: the next event will.
             self.breakers.release_unneeded(
                 {s for w in self.work.values() for s in _services(w)})
-            self.intake.commit()
+            now = self.clock.monotonic()
+            backlog = accepting and len(records) >= free
+            if not backlog or now - self._last_commit >= BACKLOG_COMMIT_SECONDS:
+                self.intake.commit()
+                self._last_commit = now
             self.breakers.succeeded(("kafka",))
             self._observe()
         except Exception as error:
@@ -309,6 +318,7 @@ class Dispatcher:
                 if getattr(event, "reason", None):
                     log.info("%s: acknowledged", event.reason, extra=work.context)
                 work.conclude(Outcome.IGNORED)
+                self._advance(work)  # acknowledged now: most events are, at intake's speed
             else:
                 work.event = event
 

@@ -41,8 +41,10 @@ class DispatcherProcess:
     """
 
     def __init__(self, stack: LocalStack, directory: Path, config: dict[str, Any],
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, profile: Path | None = None) -> None:
         self.directory = directory
+        #: Where cProfile writes the process's profile when it exits (None: not profiled).
+        self.profile = profile
         self.config_path = directory / "dispatcher.yaml"
         self.log_path = directory / "dispatcher.log"
         self.config = config
@@ -59,7 +61,9 @@ class DispatcherProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dispatcher", "--config", str(self.config_path)],
+                [sys.executable,
+                 *(["-m", "cProfile", "-o", str(self.profile)] if self.profile else []),
+                 "-m", "dispatcher", "--config", str(self.config_path)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 

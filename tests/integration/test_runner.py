@@ -188,18 +188,27 @@ def delta_rows(stack, database: str, table: str, order_by: str) -> list[dict]:
 CHECKM2_DB = f"{namespace_prefix(USER)}checkm2"
 
 
-def test_checkm2_job_creates_the_table_and_a_second_job_merges(stack, s3, store, env):
+@pytest.fixture(scope="module")
+def checkm2_jobs(s3, store, env):
+    """Two CheckM2 jobs imported in turn (job-a creates the table, job-b merges into it),
+    once for the module: the tests that read the table or the audit use them."""
     report_a = upload(s3, "cts-out", "job-a/quality_report.tsv", REPORT_A)
     first = run_spec(store, checkm2_spec("job-a", [report_a]), env, 0)
+    report_b = upload(s3, "cts-out", "job-b/quality_report.tsv", REPORT_B)
+    other = upload(s3, "cts-out", "job-b/checkm2.log", "not a report\n")
+    second = run_spec(store, checkm2_spec("job-b", [other, report_b]), env, 0)
+    return first, second
+
+
+def test_checkm2_job_creates_the_table_and_a_second_job_merges(stack, checkm2_jobs):
+    first, second = checkm2_jobs
     assert first.status == results.Status.SUCCEEDED
     assert [(c.table, c.operation) for c in first.delta_commits] == [
         (f"{CHECKM2_DB}.quality_report", "CREATE TABLE"),
         (f"{CHECKM2_DB}.quality_report", "MERGE")]
     assert first.delta_commits[1].metrics["numTargetRowsInserted"] == "2"
 
-    report_b = upload(s3, "cts-out", "job-b/quality_report.tsv", REPORT_B)
-    other = upload(s3, "cts-out", "job-b/checkm2.log", "not a report\n")
-    second = run_spec(store, checkm2_spec("job-b", [other, report_b]), env, 0)
+    assert second.status == results.Status.SUCCEEDED
     assert [(c.table, c.operation) for c in second.delta_commits] == [
         (f"{CHECKM2_DB}.quality_report", "MERGE")]
     metrics = second.delta_commits[0].metrics
@@ -208,8 +217,9 @@ def test_checkm2_job_creates_the_table_and_a_second_job_merges(stack, s3, store,
     assert delta_rows(stack, CHECKM2_DB, "quality_report", "genome_name") == MERGED_ROWS
 
 
-def test_replaying_a_spec_leaves_the_rows_unchanged(stack, store, env):
+def test_replaying_a_spec_leaves_the_rows_unchanged(stack, store, env, checkm2_jobs):
     uri = store.spec_uri("job-b", "t-job-b")
+    before = len(store.result_uris(uri))
     for _ in range(3):
         done = run_runner(uri, env)
         assert done.returncode == 0, done.stderr[-6000:]
@@ -219,7 +229,7 @@ def test_replaying_a_spec_leaves_the_rows_unchanged(stack, store, env):
         for commit in replay.delta_commits:
             assert commit.metrics.get("numTargetRowsInserted", "0") == "0"
             assert commit.metrics.get("numTargetRowsUpdated", "0") == "0"
-    assert len(store.result_uris(uri)) == 4  # one result per run by hand
+    assert len(store.result_uris(uri)) == before + 3  # one result per run by hand
     assert delta_rows(stack, CHECKM2_DB, "quality_report", "genome_name") == MERGED_ROWS
 
 
@@ -321,12 +331,17 @@ def test_an_output_named_like_a_glob_is_read_as_named(stack, spark_connect, s3, 
         ("GCA_1", 98.5), ("GCA_2", 75.0)]
 
 
-def test_the_declarative_importer_loads_typed_columns(stack, s3, store, env):
+@pytest.fixture(scope="module")
+def seqkit_job(s3, store, env):
+    """A SeqKit stats job imported by the declarative importer, once for the module."""
     stats = upload(s3, "cts-out", "job-seqkit/assembly.stats.tsv", SEQKIT_STATS)
-    meta = _example_meta()
     spec = make_spec("job-seqkit", "ghcr.io/kbasetest/cdm_seqkit", "seqkit_stats",
-                     "importers.declarative", [stats], meta)
-    outcome = run_spec(store, spec, env, 0)
+                     "importers.declarative", [stats], _example_meta())
+    return run_spec(store, spec, env, 0)
+
+
+def test_the_declarative_importer_loads_typed_columns(stack, seqkit_job):
+    outcome = seqkit_job
     assert [c.operation for c in outcome.delta_commits] == ["CREATE TABLE", "MERGE"]
 
     database = f"{namespace_prefix(USER)}seqkit"
@@ -346,7 +361,8 @@ def test_the_declarative_importer_loads_typed_columns(stack, s3, store, env):
          "cts_job_id": "job-seqkit", COMPLETION_TIME_COLUMN: COMPLETED}]
 
 
-def test_tables_are_readable_by_name_through_spark(stack, runner_env):
+def test_tables_are_readable_by_name_through_spark(stack, runner_env, checkm2_jobs,
+                                                   seqkit_job):
     read = run_python(textwrap.dedent(f"""
         import json
         from pyspark.sql import functions as F
@@ -379,7 +395,7 @@ def test_an_uncoercible_value_fails_naming_row_and_column(s3, store, env):
 
 
 def test_a_report_repeating_a_genome_fails_as_bad_data_and_changes_nothing(stack, s3, store,
-                                                                            env):
+                                                                            env, checkm2_jobs):
     line = REPORT_A.splitlines(keepends=True)[1]
     report = upload(s3, "cts-out", "job-twice/quality_report.tsv", HEADER + line + line)
     outcome = run_spec(store, checkm2_spec("job-twice", [report]), env, 65)
@@ -464,7 +480,10 @@ def test_a_local_spec_file_and_stdin(tmp_path, s3, no_spark_env):
     assert any(line["job_id"] == "job-local" for line in logged)
 
 
-def test_audit_lists_and_shows_specs_and_results(stack, store, env):
+def test_audit_lists_and_shows_specs_and_results(stack, store, env, no_spark_env,
+                                                 checkm2_jobs):
+    missing = Output(file="cts-out/job-audit-gone/quality_report.tsv", crc64nvme="4ekt2WB1KO4=")
+    run_spec(store, checkm2_spec("job-audit-gone", [missing]), no_spark_env, 65)
     audit_env = {**env, "CSEP_SPEC_STORE": store.base}
 
     def audit(*args: str) -> str:
@@ -473,26 +492,30 @@ def test_audit_lists_and_shows_specs_and_results(stack, store, env):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    # Other tests of the module may have run job-b again (a replay) or written other
+    # specs: what the store holds is what the audit must list.
+    job_b = store.spec_uri("job-b", "t-job-b")
     [line] = audit("list", "--job-id", "job-b").splitlines()
     uri, job, image, attempts, status, code, _ = line.split("\t")
     assert (uri, job, image, attempts, status, code) == (
-        store.spec_uri("job-b", "t-job-b"), "job-b", CHECKM2_IMAGE, "4", "succeeded", "0")
+        job_b, "job-b", CHECKM2_IMAGE, str(len(store.result_uris(job_b))), "succeeded", "0")
 
-    bad_data = audit("list", "--status", "bad_data").splitlines()
-    assert sorted(line.split("\t")[1] for line in bad_data) == [
-        "job-bad", "job-changed", "job-gone", "job-twice"]
+    bad_data = [line.split("\t") for line in audit("list", "--status", "bad_data").splitlines()]
+    assert "job-audit-gone" in {fields[1] for fields in bad_data}
+    for fields in bad_data:
+        assert store.results(fields[0])[-1].status == results.Status.BAD_DATA
     by_image = audit("list", "--image", CHECKM2_IMAGE + ":0.3.0").splitlines()
     assert {line.split("\t")[2] for line in by_image} == {CHECKM2_IMAGE}
-    assert len(by_image) == 7
+    assert {"job-a", "job-b", "job-audit-gone"} <= {line.split("\t")[1] for line in by_image}
 
     shown = audit("show", store.spec_uri("job-a", "t-job-a")).split("---\n")
     assert len(shown) == 2
     assert "id: job-a" in shown[0] and "status: succeeded" in shown[1]
 
 
-def test_no_credential_in_any_spec_or_result(stack, s3, store):
+def test_no_credential_in_any_spec_or_result(stack, s3, store, checkm2_jobs):
     keys = store._keys(store.prefix)
-    assert len(keys) > 10
+    assert len(keys) >= 4  # at least the two CheckM2 jobs' specs and results
     for key in keys:
         text = s3.get_object(Bucket=store.bucket, Key=key)["Body"].read().decode()
         for secret in stack.secrets():

@@ -18,7 +18,12 @@ from contract import claim as claims
 from contract.result import Status
 from dispatcher.config import DeadLetterStreakSettings, KafkaSettings, RetrySettings
 from dispatcher.ledger import AttemptLedger
-from dispatcher.loop import EXIT_DEAD_LETTER_STREAK, EXIT_INFRASTRUCTURE, EXIT_OK
+from dispatcher.loop import (
+    BACKLOG_COMMIT_SECONDS,
+    EXIT_DEAD_LETTER_STREAK,
+    EXIT_INFRASTRUCTURE,
+    EXIT_OK,
+)
 from registry.registry import S3Route
 from tests.unit.stubs import Core, Store, importer
 
@@ -436,6 +441,23 @@ def test_a_partition_pauses_when_its_uncommitted_span_reaches_the_bound():
     core.turn()
     assert core.consumer.paused() == set()
     assert len(core.runners("job3")) == 1
+
+
+def test_a_backlog_read_in_full_polls_commits_once_a_second_and_at_its_end():
+    core = Core(max_buffered_events=4)
+    for n in range(12):
+        core.announce(f"job{n}", state="created")  # not actionable: finished at once
+    core.turn()  # 4 of 12: the first commit of a backlog is made at once
+    assert core.consumer.commits == [{core.partition(0): 4}]
+    core.turn()  # 8 of 12, a full poll within the second: not committed yet
+    assert core.consumer.commits == [{core.partition(0): 4}]
+    core.clock.advance(BACKLOG_COMMIT_SECONDS)
+    core.turn()  # 12 of 12, a full poll again, but a second has passed
+    assert core.consumer.commits[-1] == {core.partition(0): 12}
+    core.announce("job12", state="created")
+    core.turn()  # one record in a poll of four: caught up, committed in its turn
+    assert core.consumer.commits == [{core.partition(0): 4}, {core.partition(0): 12},
+                                     {core.partition(0): 13}]
 
 
 def test_a_commit_refused_by_a_rebalance_is_made_by_a_later_turn():

@@ -8,6 +8,8 @@ path characters in ids), parsing returns a value or raises its one documented er
 from __future__ import annotations
 
 import json
+import unicodedata
+import urllib.parse
 from datetime import datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -244,5 +246,33 @@ def test_identifier_checks():
             check_segment("job_id", bad)
         except InvalidIdentifier as error:
             assert reason in str(error) and str(error).startswith("job_id: ")
+        else:
+            raise AssertionError(f"accepted {bad!r}")
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=120) | st.text(st.characters(max_codepoint=127), max_size=120))
+def test_a_segment_is_accepted_exactly_by_its_definition(value):
+    """The fast paths (printable ASCII, short ASCII) agree with the rules read literally:
+    non-empty, not . or .., no control character or surrogate, at most 300 bytes encoded."""
+    usable = (value not in ("", ".", "..")
+              and all(unicodedata.category(c) not in ("Cc", "Cs") for c in value)
+              and len(urllib.parse.quote(value, safe="")) <= 300)
+    try:
+        check_segment("job_id", value)
+    except InvalidIdentifier:
+        assert not usable, value
+    else:
+        assert usable, value
+
+
+def test_segments_at_the_length_bound():
+    assert check_segment("job_id", "x" * 300) == "x" * 300
+    assert check_segment("job_id", "/" * 100) == "/" * 100  # 300 bytes once encoded
+    for bad in ("/" * 101, "x" * 301, " " * 101):
+        try:
+            check_segment("job_id", bad)
+        except InvalidIdentifier as error:
+            assert "too long" in str(error)
         else:
             raise AssertionError(f"accepted {bad!r}")
