@@ -587,12 +587,16 @@ class Dispatcher:
         assert work.spec_uri is not None and work.claim is not None
         assert work.started_at is not None
         status = _status(exit)
-        self.metrics.runner_seconds.labels(work.importer.name, status.value).observe(
-            (self.clock.now() - work.started_at).total_seconds())
+        seconds = (self.clock.now() - work.started_at).total_seconds()
         written = self.ledger.result(work.spec_uri, work.claim)
         if written is not None:
+            # The runner's own status says more than its exit code (75: a temporary
+            # failure, or a write conflict that spends no attempt).
+            self.metrics.runner_seconds.labels(work.importer.name,
+                                               written.status.value).observe(seconds)
             work.attempts = self._attempts(work)
             return written
+        self.metrics.runner_seconds.labels(work.importer.name, status.value).observe(seconds)
         # Killed, timed out, crashed, or never started: the dispatcher writes the result.
         message = (f"timed out after {work.importer.settings.timeout_seconds}s and killed"
                    if exit.timed_out else f"runner ended without a result ({status.value})")

@@ -605,6 +605,10 @@ def test_an_attempt_lost_to_other_writers_is_not_spent_and_the_import_runs_again
     assert core.dead_letters() == []
     assert core.metric("csep_retries_total", importer="stub") == 0
     assert core.metric("csep_events_total", outcome="imported") == 1
+    # Timed by the runner's own status, so alerts can tell a busy table from a failure.
+    for status, count in (("write_conflict", 3), ("succeeded", 1), ("temporary_failure", 0)):
+        assert core.metric("csep_runner_duration_seconds_count", importer="stub",
+                           status=status) == count
 
 
 def test_write_conflicts_past_max_elapsed_are_dead_lettered():
