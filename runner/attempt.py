@@ -52,7 +52,17 @@ def run_attempt(location: SpecLocation, environ: Mapping[str, str] = os.environ)
     failure of the spec, the data or the importer: those are in the result."""
     started_at, started = _now(), time.monotonic()
     job_id = "unknown"
-    settings = SparkSettings.from_env(environ)
+    try:
+        settings = SparkSettings.from_env(environ)
+    except ValueError as unusable:
+        # The deployment's fault, not the event's: the attempt waits, as for a service
+        # that is down, until the runner's settings are mended.
+        log.error("the runner's settings are unusable: %s", unusable)
+        return RunResult(
+            spec_uri=location.uri, job_id=job_id, status=Status.INFRASTRUCTURE,
+            exit_code=int(ExitCode.UNAVAILABLE), started_at=started_at, ended_at=_now(),
+            error_type="RunnerMisconfigured",
+            message=f"the runner's settings are unusable: {unusable}", service="runner")
     preload(settings)
     spark_failures: list[BaseException] = []
     s3 = functools.cache(lambda: s3_client(environ))  # made on first use, then shared

@@ -50,6 +50,16 @@ def test_a_spec_without_image_or_object_is_refused(tmp_path):
     assert "neither an image nor an S3 object" in result.message
 
 
+def test_unusable_runner_settings_are_an_infrastructure_failure_naming_the_variable(
+        tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec("ghcr.io/kbasetest/cdm_checkm2", "importers.checkm2"))
+    result = run_attempt(FileLocation(str(path)), {**ENV, "CSEP_TABLE_FORMAT": "parquet"})
+    assert (result.status, result.exit_code, result.service) == (
+        Status.INFRASTRUCTURE, 69, "runner")
+    assert "CSEP_TABLE_FORMAT='parquet'" in result.message
+
+
 def test_a_spec_cannot_choose_the_module(tmp_path):
     result = attempt(tmp_path, spec("ghcr.io/kbasetest/cdm_checkm2:0.3.0", "os"))
     assert result.exit_code == 64
