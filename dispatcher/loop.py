@@ -383,10 +383,12 @@ class Dispatcher:
         name, limit = work.importer.name, work.importer.settings.max_concurrent
         if self.streaks.halted(name) or not self.slots.free(name, limit):
             return
-        work.claim = self._claim_attempt(work)
+        assert work.spec_uri is not None  # QUEUED: the spec is written
+        # A claim still held is one whose launch failed: launched again, not waited out.
+        held = work.claim and self.ledger.renew(work.spec_uri, work.claim)
+        work.claim = held or self._claim_attempt(work)
         if work.claim is None:
             return
-        assert work.spec_uri is not None  # QUEUED: the spec is written
         request = LaunchRequest(
             spec_uri=work.spec_uri, job_id=work.event.job_id, importer=name,
             attempt=work.claim.attempt, result_name=work.claim.result_name,

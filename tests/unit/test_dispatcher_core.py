@@ -239,10 +239,10 @@ def test_a_launcher_that_cannot_start_runners_opens_its_breaker_without_spending
     assert core.dispatcher.breakers.states()["launcher"]["open"]
     assert core.launcher.runners == [] and core.stage("job1") == "queued"
     core.launcher.refuse = None
-    core.wait(RUNNER_SERVICES_DOWN)
-    core.wait(RUNNER_SERVICES_DOWN)  # (the claim made before the failed launch has expired)
+    core.wait(RUNNER_SERVICES_DOWN)  # the breaker's probe: the claim held is launched
     [runner] = core.launcher.runners
     assert runner.request.attempt == 1  # that attempt is launched: none was spent
+    assert _claim(core, "job1", 1).takeovers == ()  # its own claim, renewed, not taken over
     assert core.dead_letters() == []
 
 
