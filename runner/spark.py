@@ -136,6 +136,10 @@ class SparkSettings:
     iceberg_credential: str | None = attrs.field(default=None, repr=False)
     iceberg_warehouse: str = DEFAULT_WAREHOUSE
     iceberg_scope: str | None = DEFAULT_SCOPE
+    #: A ``file://`` directory URI: the job user's catalog is a Hadoop catalog there (no
+    #: server, no credential) instead of the REST catalog. The sandbox's; not read from
+    #: the environment.
+    iceberg_local_warehouse: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> SparkSettings:
@@ -188,6 +192,10 @@ class SparkSettings:
     def catalog_conf(self, user: str) -> dict[str, str]:
         """The Iceberg catalog of ``user``, without its credential, named ``my`` and
         ``<user>``: ``spark.sql.catalog.<name>.*`` settings."""
+        if self.iceberg_local_warehouse:
+            return self._named(user, {"": "org.apache.iceberg.spark.SparkCatalog",
+                                      "type": "hadoop",
+                                      "warehouse": self.iceberg_local_warehouse})
         if not self.iceberg_catalog_url:
             raise ValueError("CSEP_TABLE_FORMAT=iceberg needs CSEP_ICEBERG_CATALOG_URL")
         properties = {
@@ -205,6 +213,11 @@ class SparkSettings:
             properties["scope"] = self.iceberg_scope
         if self.s3_endpoint_url:
             properties["s3.endpoint"] = self.s3_endpoint_url
+        return self._named(user, properties)
+
+    @staticmethod
+    def _named(user: str, properties: Mapping[str, str]) -> dict[str, str]:
+        """The catalog ``properties`` (``""`` the implementation) under both names."""
         conf = {}
         for name in (DEFAULT_CATALOG, user):
             for key, value in properties.items():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from awscrt import checksums
 
-from contract.result import DeltaCommit, ExitCode
+from contract.result import DeltaCommit, ExitCode, IcebergSnapshot
 from runner import sandbox
 from runner.sandbox import TableState, Warehouse, changes, main, touched
 
@@ -146,3 +146,75 @@ def test_an_s3_importer_gets_one_object_as_an_s3_job(tmp_path):
     two = sandbox.stage_outputs([sheet, other], warehouse, "sandbox-2")
     with pytest.raises(sandbox.SandboxError, match="give one FILE"):
         sandbox.sandbox_job(entry, two, "sandbox-2", warehouse)
+
+
+def test_on_iceberg_the_session_has_a_local_catalog_named_my_and_sandbox(tmp_path):
+    warehouse = Warehouse(tmp_path / "wh")
+    jars = ("/jars/delta.jar", "/jars/iceberg-spark-runtime.jar")
+    settings = warehouse.spark_settings(jars, "iceberg")
+    conf = {**settings.spark_conf(1, sandbox.USER), **warehouse.spark_overrides("iceberg")}
+
+    assert conf["spark.jars"] == ",".join(jars)
+    assert conf["spark.sql.extensions"] == (
+        "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
+    assert conf["spark.sql.defaultCatalog"] == "my"
+    catalogs = {key: value for key, value in conf.items()
+                if key.startswith("spark.sql.catalog.")}
+    for name in ("my", "sandbox"):
+        prefix = f"spark.sql.catalog.{name}"
+        assert {key: value for key, value in catalogs.items()
+                if key == prefix or key.startswith(prefix + ".")} == {
+            prefix: "org.apache.iceberg.spark.SparkCatalog",
+            f"{prefix}.type": "hadoop",
+            f"{prefix}.warehouse": (tmp_path / "wh" / "iceberg").as_uri(),
+        }
+    assert len(catalogs) == 6  # no other catalog, no spark_catalog override
+    assert settings.catalog_secrets(sandbox.USER) == {}
+    # No Delta, no Hive, nothing of a REST catalog or its S3.
+    assert not [key for key in conf if "delta" in key.lower() or "hive" in key
+                or "jdo" in key or "derby" in conf[key].lower() or "uri" in key]
+    # Outputs are still served from the warehouse, and Spark's own directory is in it.
+    assert conf["spark.hadoop.fs.viewfs.mounttable.sandbox.linkFallback"] == (
+        (warehouse.s3 / "sandbox").as_uri())
+    assert conf["spark.sql.warehouse.dir"] == str(tmp_path / "wh" / "spark-warehouse")
+
+
+def test_on_iceberg_the_job_has_no_namespace_prefix(tmp_path):
+    report = tmp_path / "quality_report.tsv"
+    report.write_text("Name\nx\n")
+    warehouse = Warehouse(tmp_path / "wh")
+    entry = sandbox.load_importer(CHECKM2_YAML)
+    outputs = sandbox.stage_outputs([report], warehouse, "sandbox-1")
+    iceberg = sandbox.sandbox_job(entry, outputs, "sandbox-1", warehouse, "iceberg")
+    delta = sandbox.sandbox_job(entry, outputs, "sandbox-1", warehouse)
+    assert (iceberg.namespace_prefix, iceberg.user) == ("", "sandbox")
+    assert delta.namespace_prefix == "u_sandbox__"
+    # The Delta session is as it was: Delta's catalog and a Derby metastore in the
+    # warehouse, no Iceberg.
+    conf = {**warehouse.spark_settings(("/jars/delta.jar",)).spark_conf(1, sandbox.USER),
+            **warehouse.spark_overrides()}
+    assert conf["spark.sql.catalog.spark_catalog"] == (
+        "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+    assert str(tmp_path / "wh" / "metastore_db") in conf[
+        "spark.hadoop.javax.jdo.option.ConnectionURL"]
+    assert not [key for key in conf if "iceberg" in key or key == "spark.sql.defaultCatalog"]
+
+
+def test_commits_are_described_by_version_or_snapshot():
+    assert sandbox.described(DeltaCommit(table="db.t", version=3, operation="MERGE",
+                                         metrics={})) == "v3 MERGE"
+    snapshot = IcebergSnapshot(table="ns.t", snapshot_id=42, operation="overwrite",
+                               summary={"added-records": "2", "deleted-records": "2"})
+    assert sandbox.described(snapshot) == "snapshot 42 overwrite (+2 -2 records)"
+    appended = IcebergSnapshot(table="ns.t", snapshot_id=7, operation="append",
+                               summary={"added-records": "3"})
+    assert sandbox.described(appended) == "snapshot 7 append (+3 -0 records)"
+
+
+def test_an_unknown_table_format_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(CHECKM2_YAML), str(tmp_path / "x.tsv")], {"CSEP_TABLE_FORMAT": "hudi"})
+    assert exit_.value.code == 2
+    assert "CSEP_TABLE_FORMAT='hudi': expected one of delta, iceberg" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(CHECKM2_YAML), str(tmp_path / "x.tsv"), "--format", "hudi"])
