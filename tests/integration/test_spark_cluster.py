@@ -147,30 +147,13 @@ def test_a_classic_runner_imports_checkm2_on_the_workers(stack, cluster, s3, sto
     assert [(r["genome_name"], r["completeness"]) for r in rows] == EXPECTED_CHECKM2
 
 
-def test_executor_cores_asked_by_the_importer_are_what_the_cluster_grants(
-        stack, cluster, store, env, markers):
+def test_an_import_gets_its_executor_cores_and_survives_a_worker_killed(stack, cluster,
+                                                                         store, env, markers):
     """``get_spark(executor_cores=2)``: the session's ``spark.executor.cores`` is 2, and
-    the master grants the application 2 cores on each worker it runs an executor on."""
-    runner, _, started = held_runner(store, cluster_spec("job-cluster-cores", "cores"), env,
-                                     markers)
-    try:
-        assert started["executor_cores"] == "2"
-        executors = running_executors(cluster, started["app_id"], 2)
-        state = cluster.state()
-        [app] = [a for a in state["activeapps"] if a["id"] == started["app_id"]]
-        assert (app["name"], app["cores"]) == (RUNNER_APP, 2 * len(executors))
-        used = {w["id"]: w["coresused"] for w in state["workers"] if w["state"] == "ALIVE"}
-        assert {used[e.worker_id] for e in executors} == {2}
-    finally:
-        (markers / "job-cluster-cores.go").touch()
-        assert runner.wait(timeout=600) == 0, runner.stderr.read()[-6000:]
-        runner.stderr.close()
-    assert cluster_rows(stack) == [("job-cluster-cores", n) for n in range(4)]
+    the master grants the application 2 cores on each worker it has an executor on (one
+    runner checks both: each costs a driver and two executors).
 
-
-def test_a_worker_killed_during_an_import_loses_and_doubles_nothing(stack, cluster, store,
-                                                                     env, markers):
-    """A worker (and its executor) is SIGKILLed while its executor runs the import's
+    Then a worker is SIGKILLed (with its executor) while its executor runs the import's
     tasks. Spark runs the lost tasks again on the other worker's executor and the import
     succeeds; or the attempt fails as the infrastructure's or a temporary failure, and
     the spec run again (as the dispatcher would) imports it. Either way each row is in
@@ -179,7 +162,14 @@ def test_a_worker_killed_during_an_import_loses_and_doubles_nothing(stack, clust
     runner, uri, started = held_runner(store, cluster_spec(job, "slow"), env, markers)
     victim = None
     try:
+        assert started["executor_cores"] == "2"
         executors = running_executors(cluster, started["app_id"], 2)
+        state = cluster.state()
+        [app] = [a for a in state["activeapps"] if a["id"] == started["app_id"]]
+        assert (app["name"], app["cores"]) == (RUNNER_APP, 2 * len(executors))
+        used = {w["id"]: w["coresused"] for w in state["workers"] if w["state"] == "ALIVE"}
+        assert {used[e.worker_id] for e in executors} == {2}
+
         before = {e.worker_index: tasks_started(e) for e in executors}
         (markers / f"{job}.go").touch()
 
