@@ -175,7 +175,9 @@ class SparkCluster:
                               "--memory", self.worker_memory,
                               "--work-dir", str(work_dir), self.url),
             self.data_dir / f"worker-{index}.log",
-            env={**self._env(), **self._environment}, cwd=work_dir)
+            env={**self._env(), **self._environment,
+                 "SPARK_LOCAL_DIRS": str(self._local_dir(f"worker-{index}"))},
+            cwd=work_dir)
         self._workers[index] = worker
         return port
 
@@ -241,7 +243,7 @@ class SparkCluster:
         env = {**os.environ, "SPARK_HOME": str(spark_home()),
                "SPARK_CONF_DIR": str(self.data_dir / "conf"),
                "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_PUBLIC_DNS": "127.0.0.1",
-               "SPARK_LOCAL_DIRS": str(self.data_dir / "local"),
+               "SPARK_LOCAL_DIRS": str(self._local_dir("master")),
                "SPARK_DAEMON_MEMORY": DAEMON_MEMORY,
                # A worker that stops heartbeating is declared dead after this many
                # seconds (60 by default), and its executors' applications are told.
@@ -255,6 +257,14 @@ class SparkCluster:
                      "CSEP_METASTORE_PASSWORD", "PYSPARK_SUBMIT_ARGS"):
             env.pop(name, None)
         return env
+
+    def _local_dir(self, daemon: str) -> Path:
+        """A daemon's scratch directory, made before it starts: two workers making a
+        shared one at once raced, and the loser, which caches its local directories,
+        failed to launch every executor for the rest of its life."""
+        path = self.data_dir / "local" / daemon
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _worker_alive(self, port: int) -> bool:
         return any(w["port"] == port and w["state"] == "ALIVE"
