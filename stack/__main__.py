@@ -1,10 +1,14 @@
 """Command line of the local stack.
 
     python -m stack up [--keep-running] [--spark-connect [--warmup-merges N]]
+                       [--spark-cluster]
         start every server (with --spark-connect also a Spark Connect server, which
-        runs N warm-up MERGEs before it serves: stack.connect_driver), print the
-        endpoints and write .stack/env (the runner's environment; with --spark-connect
-        its CSEP_SPARK_MASTER is the server's sc:// URL) and .stack/stack.json (the
+        runs N warm-up MERGEs before it serves: stack.connect_driver; with
+        --spark-cluster a Spark standalone master and two workers, stack.spark_cluster,
+        which the Connect server then uses as its master), print the endpoints and
+        write .stack/env (the runner's environment; with --spark-connect its
+        CSEP_SPARK_MASTER is the server's sc:// URL, else with --spark-cluster the
+        master's spark:// URL) and .stack/stack.json (the
         servers' coordinates, for `replay`; removed when the stack stops)
     python -m stack demo [--keep-running] [--classic-spark] [--iceberg]
         the stack with its Spark Connect server, plus the dispatcher, whose runners are
@@ -45,7 +49,12 @@ def write_env_file(stack: LocalStack, iceberg: bool = False) -> None:
     ENV_FILE.parent.mkdir(exist_ok=True)
     ENV_FILE.touch(mode=0o600)
     ENV_FILE.chmod(0o600)
-    env = stack.connect_runner_env() if stack.spark_connect else stack.runner_env()
+    if stack.spark_connect:
+        env = stack.connect_runner_env()
+    elif stack.spark_cluster:
+        env = stack.cluster_runner_env()
+    else:
+        env = stack.runner_env()
     if iceberg:
         env = {**env, **stack.iceberg_runner_env()}
     ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -71,7 +80,8 @@ def wait_for_signal() -> None:
 
 def up(args: argparse.Namespace) -> int:
     with LocalStack(spark_connect=args.spark_connect,
-                    spark_connect_warmup=args.warmup_merges) as stack, running(stack):
+                    spark_connect_warmup=args.warmup_merges,
+                    spark_cluster=args.spark_cluster) as stack, running(stack):
         for name, value in stack.endpoints().items():
             print(f"{name:>22}: {value}")
         print(f"{'runner environment':>22}: {ENV_FILE} (contains credentials)")
@@ -120,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--warmup-merges", type=warmup_count, default=0, metavar="N",
                            help="the Spark Connect server runs N small MERGEs into a "
                                 "scratch table before it serves (default 0)")
+    up_parser.add_argument("--spark-cluster", action="store_true",
+                           help="also start a Spark standalone master and two workers "
+                                "for spark:// runners (and the Connect server's master)")
     up_parser.set_defaults(func=up)
     demo_parser = commands.add_parser(
         "demo", help="start the stack and the dispatcher, import the sample CheckM2 job")

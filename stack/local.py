@@ -14,6 +14,7 @@ from stack.kafka import KafkaBroker
 from stack.paths import ROOT
 from stack.postgres import Postgres
 from stack.seaweed import SeaweedS3
+from stack.spark_cluster import SparkCluster
 from stack.spark_connect import SparkConnectServer
 from stack.supervisor import Supervisor
 
@@ -35,10 +36,15 @@ class LocalStack:
     its warm JVM costs a core and ~15 s to start. It runs ``spark_connect_warmup``
     warm-up MERGEs before it serves (none by default: a stack for a demo or a test suite
     would spend longer warming the server than it saves).
+
+    With ``spark_cluster=True`` (or a later :meth:`start_spark_cluster`) a Spark
+    standalone cluster (a master and two workers) joins them too, and a Spark Connect
+    server started with it uses it as its master.
     """
 
     def __init__(self, base_dir: Path | None = None, keep_data: bool = False,
-                 spark_connect: bool = False, spark_connect_warmup: int = 0) -> None:
+                 spark_connect: bool = False, spark_connect_warmup: int = 0,
+                 spark_cluster: bool = False) -> None:
         parent = ROOT / ".stack"
         parent.mkdir(exist_ok=True)
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="run-", dir=parent))
@@ -54,6 +60,8 @@ class LocalStack:
         self.spark_connect: SparkConnectServer | None = None
         self.spark_connect_supervisor: Supervisor | None = None
         self._with_spark_connect = spark_connect
+        self.spark_cluster: SparkCluster | None = None
+        self._with_spark_cluster = spark_cluster
         self.spark_connect_warmup = spark_connect_warmup
         self._started: list = []
 
@@ -63,15 +71,19 @@ class LocalStack:
                 service.start()
                 self._started.append(service)
             self.s3.create_bucket(self.lake_bucket)
+            if self._with_spark_cluster:
+                self.start_spark_cluster()
             if self._with_spark_connect:
-                self.start_spark_connect()
+                self.start_spark_connect(on_cluster=self._with_spark_cluster)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def start_spark_connect(self) -> SparkConnectServer:
-        """Start (once) a Spark Connect server on this stack and return it.
+    def start_spark_connect(self, on_cluster: bool = False) -> SparkConnectServer:
+        """Start (once) a Spark Connect server on this stack and return it; its master is
+        ``local[*]``, or with ``on_cluster`` the stack's Spark cluster (which must be
+        started).
 
         Delta's Connect plug-ins (jar profile ``spark-connect``, built by ``make setup``,
         or here with Maven when missing) are on, so clients can use ``DeltaTable``; a
@@ -80,17 +92,42 @@ class LocalStack:
         whenever its process exits before :meth:`stop`.
         """
         if self.spark_connect is None:
-            settings = SparkSettings.from_env(self.runner_env())
+            cluster = self.cluster_runner_env() if on_cluster else {}
+            settings = SparkSettings.from_env({**self.runner_env(), **cluster})
             server = SparkConnectServer(settings, self.base_dir / "spark-connect",
                                         delta_connect_jars=_delta_connect_jars(),
-                                        warmup_merges=self.spark_connect_warmup)
+                                        warmup_merges=self.spark_connect_warmup,
+                                        environment=cluster)
+            if on_cluster:
+                # The server reads its own properties file, not spark-defaults.conf.
+                server.conf.update(self.spark_cluster.client_defaults())
             supervisor = Supervisor(server).start()
             self._started.append(supervisor)
             self.spark_connect, self.spark_connect_supervisor = server, supervisor
         return self.spark_connect
 
+    def start_spark_cluster(self) -> SparkCluster:
+        """Start (once) a Spark standalone cluster, a master and two workers of 2 cores
+        and 1g each, and return it. Its executors get this stack's S3 credentials."""
+        if self.spark_cluster is None:
+            cluster = SparkCluster(self.base_dir / "spark-cluster", environment={
+                "AWS_ACCESS_KEY_ID": self.s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.s3.secret_key})
+            cluster.start()
+            self._started.append(cluster)
+            self.spark_cluster = cluster
+        return self.spark_cluster
+
+    def stop_spark_cluster(self) -> None:
+        """Stop the Spark cluster now, before the rest of the stack (its cores and memory
+        go back to the machine)."""
+        if self.spark_cluster is not None:
+            self._started.remove(self.spark_cluster)
+            self.spark_cluster.stop()
+            self.spark_cluster = None
+
     def stop(self) -> None:
-        self.spark_connect = self.spark_connect_supervisor = None
+        self.spark_connect = self.spark_connect_supervisor = self.spark_cluster = None
         while self._started:
             self._started.pop().stop()
         if not self.keep_data:
@@ -118,6 +155,12 @@ class LocalStack:
             "CSEP_METASTORE_USER": self.postgres.user,
             "CSEP_METASTORE_PASSWORD": self.postgres.password,
         }
+
+    def cluster_runner_env(self) -> dict[str, str]:
+        """The environment of a classic runner whose Spark runs on the stack's cluster."""
+        if self.spark_cluster is None:
+            raise RuntimeError("the stack has no Spark cluster: start_spark_cluster()")
+        return {**self.runner_env(), **self.spark_cluster.client_env()}
 
     def connect_runner_env(self) -> dict[str, str]:
         """The environment of a runner that uses the stack's Spark Connect server."""
@@ -170,6 +213,9 @@ class LocalStack:
             "postgres (metastore)": self.postgres.jdbc_url,
             "cts double": self.cts.url,
         }
+        if self.spark_cluster:
+            endpoints["spark master"] = self.spark_cluster.url
+            endpoints["spark master ui"] = self.spark_cluster.webui_url
         if self.spark_connect:
             endpoints["spark connect"] = self.spark_connect.url
         endpoints["data"] = str(self.base_dir)

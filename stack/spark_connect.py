@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -138,7 +139,9 @@ class SparkConnectServer:
     The configuration goes to a 0600 properties file rather than the command line; it
     holds no credential either: those reach the server's JVM through its environment
     (:meth:`runner.spark.SparkSettings.jvm_environment`), as they reach a runner's.
-    ``start()`` may be called again after ``stop()`` (or after the process died): the
+    ``environment`` is added to the server's (``SPARK_LOCAL_IP``, say, for the address
+    a cluster's executors reach the driver at). ``start()`` may be called again after
+    ``stop()`` (or after the process died): the
     server comes back on the same port, which is what :class:`stack.supervisor.Supervisor`
     does when the process exits. With ``warmup_merges`` the port opens (and ``start()``
     returns) only after that many warm-up MERGEs, on every start.
@@ -148,7 +151,8 @@ class SparkConnectServer:
 
     def __init__(self, settings: SparkSettings, data_dir: Path, *, host: str = "127.0.0.1",
                  port: int | None = None, delta_connect_jars: tuple[str, ...] = (),
-                 memory: str = DEFAULT_MEMORY, warmup_merges: int = 0) -> None:
+                 memory: str = DEFAULT_MEMORY, warmup_merges: int = 0,
+                 environment: Mapping[str, str] | None = None) -> None:
         self.host = host
         self.port = port or free_ports(1)[0]
         self.data_dir = data_dir
@@ -156,6 +160,7 @@ class SparkConnectServer:
         self.conf = server_conf(settings, host, self.port, delta_connect_jars,
                                 memory=memory, warmup_merges=warmup_merges)
         self._credentials = settings.jvm_environment()
+        self._environment = dict(environment or {})
         self.delta_plugins = bool(delta_connect_jars)
         self._server: ServerProcess | None = None
 
@@ -177,7 +182,8 @@ class SparkConnectServer:
         # SPARK_CONF_DIR is data_dir: Spark's logging reads its log4j2.properties there.
         (self.data_dir / "log4j2.properties").write_text(LOGGING)
         home = spark_home()
-        env = {**os.environ, **self._credentials, "SPARK_HOME": str(home)}
+        env = {**os.environ, **self._environment, **self._credentials,
+               "SPARK_HOME": str(home)}
         # A caller's PYSPARK_SUBMIT_ARGS or SPARK_CONF_DIR would silently change the server.
         env.pop("PYSPARK_SUBMIT_ARGS", None)
         env["SPARK_CONF_DIR"] = str(self.data_dir)

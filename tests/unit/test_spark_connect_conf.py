@@ -72,6 +72,14 @@ def test_a_connect_url_cannot_be_the_servers_own_master():
         server_conf(SparkSettings(master="sc://elsewhere:15002"), "127.0.0.1", 4000)
 
 
+def test_a_standalone_cluster_can_be_the_servers_master():
+    conf = server_conf(SparkSettings(master="spark://127.0.0.1:7077"), "127.0.0.1", 4000)
+    assert conf["spark.master"] == "spark://127.0.0.1:7077"
+    # Executors elsewhere reach the driver where SPARK_LOCAL_IP (or the host's name)
+    # says, not on a loopback binding meant for local[*].
+    assert "spark.driver.bindAddress" not in conf
+
+
 def _jar(path, *entries):
     with zipfile.ZipFile(path, "w") as archive:
         for entry in entries:
