@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 .cache/jars/spark-connect/.complete: $(shell find jvm/delta-connect -path '*/target' -prune -o -type f -print)
 
 # The tests' Kubernetes API server (etcd, kube-apiserver) built from source with Go; long
-# the first time (see README, "Kubernetes"), then skipped.
+# the first time (see docs/deployment.md, "Kubernetes"), then skipped.
 .cache/kube/.complete: scripts/build-kube.sh $(wildcard stack/go/go.* stack/go/*/*.go)
 	scripts/build-kube.sh
 

@@ -16,7 +16,7 @@ The tool reads with a consumer of its own (partitions assigned, no consumer grou
 never moves any group's offsets. ``replay`` publishes each selected record to the topic
 it came from (``__connect.errors.topic``) or to ``--to``: the record as it is in the DLQ,
 its headers kept, so a dispatcher reads it as a replay of the source the dead letter
-names, with a fresh attempt budget (see README, Operations). Each replayed record is
+names, with a fresh attempt budget (see docs/operations.md). Each replayed record is
 marked in a replay log in S3 (``--replay-log``, default ``<CSEP_SPEC_STORE>/dlq-replays``),
 written after Kafka acknowledged the copy: a second ``replay`` of the same selection
 publishes nothing. A record cut down to a minimal dead letter (its value truncated) is

@@ -9,7 +9,7 @@
 #
 # Needs Go >= 1.24 (`go` on PATH or /usr/local/go/bin/go). From empty caches the build
 # took 20 minutes on a 2-core machine shared with other test runs (about 7 minutes of CPU
-# time; see README, "Kubernetes"); the module downloads are about 600 MB.
+# time; see docs/deployment.md, "Kubernetes"); the module downloads are about 600 MB.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -2,7 +2,7 @@
 own ServiceAccount: what its Role grants is what the launcher does, and nothing more.
 
 The manifests are created (not a dry run) as an operator's ``kubectl apply -k`` would,
-with the two Secrets the README has the operator create. No controller runs (see
+with the two Secrets docs/deployment.md has the operator create. No controller runs (see
 tests/integration/test_kubernetes.py): the Deployments make no pods, and the test plays
 the Job controller for the one Job it follows.
 """

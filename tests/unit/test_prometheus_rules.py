@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "csep-alerts.yaml"
 CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 RULE_TESTS = ROOT / "tests" / "fixtures" / "prometheus" / "csep-alerts.test.yaml"
-#: The alerts README's runbook promises (item by item).
+#: The alerts the runbook (docs/operations.md) promises (item by item).
 EXPECTED = {"CsepDispatcherDown", "CsepDispatcherNotScraped", "CsepDispatcherRestarting",
             "CsepDispatcherUnhealthy", "CsepBreakerOpen", "CsepImporterHalted",
             "CsepIntakeHalted", "CsepDeadLettersRising", "CsepConsumerLagGrowing",
