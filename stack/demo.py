@@ -83,16 +83,11 @@ def _show(stack: LocalStack, store: SpecStore, doc: dict, iceberg: bool = False)
         print(f"\nimported into Iceberg table {table} in the catalog of user "
               f"{doc['user']} ({location}), {len(rows)} rows:")
     else:
-        from deltalake import DeltaTable
 
         table = f"{namespace_prefix(doc['user'])}checkm2.quality_report"
         database, name = table.split(".")
         location = f"s3://{stack.lake_bucket}/warehouse/{database}.db/{name}"
-        rows = DeltaTable(location, storage_options={
-            "AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-            "AWS_ACCESS_KEY_ID": stack.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key,
-            "AWS_ALLOW_HTTP": "true"}).to_pyarrow_table().to_pylist()
+        rows = stack.delta_rows(f"{database}.db/{name}")
         print(f"\nimported into Delta table {table} ({location}), {len(rows)} rows:")
     columns = ["genome_name", "completeness", "contamination", "cts_job_id"]
     print("  " + " | ".join(columns))

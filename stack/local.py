@@ -189,6 +189,22 @@ class LocalStack:
                "s3.access-key-id": self.s3.access_key,
                "s3.secret-access-key": self.s3.secret_key, "s3.path-style-access": "true"})
 
+    def delta_storage_options(self) -> dict[str, str]:
+        """This stack's S3 as delta-rs storage options: an independent reader of the Delta
+        tables Spark wrote (``deltalake.DeltaTable(uri, storage_options=...)``)."""
+        return {"AWS_ENDPOINT_URL": self.s3.endpoint, "AWS_REGION": self.s3.region,
+                "AWS_ACCESS_KEY_ID": self.s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.s3.secret_key, "AWS_ALLOW_HTTP": "true"}
+
+    def delta_rows(self, path: str) -> list[dict]:
+        """The rows of the Delta table at ``<warehouse>/<path>`` (e.g. ``db.db/table``),
+        read by delta-rs without Spark or the metastore."""
+        from deltalake import DeltaTable
+
+        table = DeltaTable(f"s3://{self.lake_bucket}/warehouse/{path}",
+                           storage_options=self.delta_storage_options())
+        return table.to_pyarrow_table().to_pylist()
+
     def iceberg_runner_env(self) -> dict[str, str]:
         """The environment of a runner on the ``iceberg`` table format: this stack's S3
         and its Iceberg REST catalog (SeaweedFS's), with the catalog's OAuth2 client

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from deltalake import DeltaTable
-
 from contract.spec import namespace_prefix
 from stack import samples
 from tests.integration.dispatcher_lane import Lane, event, wait_until
@@ -27,9 +25,7 @@ def test_complete_event_is_imported_and_other_events_are_acknowledged(stack, tmp
         dispatcher = lane.dispatcher()
 
         wait_until(lambda: lane.committed()[0] == offset + 1, 300, "the import's commit")
-        location = (f"s3://{stack.lake_bucket}/warehouse/"
-                    f"{namespace_prefix(user)}checkm2.db/quality_report")
-        rows = DeltaTable(location, storage_options=_storage(stack)).to_pyarrow_table().to_pylist()
+        rows = stack.delta_rows(f"{namespace_prefix(user)}checkm2.db/quality_report")
         assert sorted(r["genome_name"] for r in rows) == sorted(samples.report_genomes())
         assert {r["cts_job_id"] for r in rows} == {doc["id"]}
 
@@ -88,9 +84,3 @@ def test_dlq_replay_gets_fresh_attempts(stack, tmp_path):
         assert replay.stop() == 0
     finally:
         lane.close()
-
-
-def _storage(stack) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-            "AWS_ACCESS_KEY_ID": stack.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key, "AWS_ALLOW_HTTP": "true"}

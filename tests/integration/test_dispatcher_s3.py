@@ -12,8 +12,6 @@ import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from deltalake import DeltaTable
-
 from common.crc64nvme import of_bytes
 from contract.spec import namespace_prefix
 from tests.integration.dispatcher_lane import FIXTURES, Lane, headers, wait_until
@@ -186,9 +184,8 @@ def test_an_uploaded_sample_sheet_is_imported_by_the_example_importer(stack, tmp
 
         wait_until(lambda: lane.committed(s3_topic)[0] == offset + 1, 300, "the import's commit")
         assert lane.dead_letters(0, timeout=1) == []
-        location = (f"s3://{stack.lake_bucket}/warehouse/"
-                    f"{namespace_prefix(stack.s3.access_key)}dataplane.db/sample_sheets")
-        rows = DeltaTable(location, storage_options=_storage(stack)).to_pyarrow_table().to_pylist()
+        rows = stack.delta_rows(
+            f"{namespace_prefix(stack.s3.access_key)}dataplane.db/sample_sheets")
         assert sorted((r["sample_id"], r["organism"], r["depth_m"]) for r in rows) == [
             ("S1", "E. coli", 3.5), ("S2", None, None)]
         assert {(r["source_object"], r["source_etag"]) for r in rows} == {
@@ -203,9 +200,3 @@ def test_an_uploaded_sample_sheet_is_imported_by_the_example_importer(stack, tmp
 
 def _event_time(message: dict) -> str:
     return datetime.fromisoformat(message["Records"][0]["eventTime"]).isoformat()
-
-
-def _storage(stack) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-            "AWS_ACCESS_KEY_ID": stack.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key, "AWS_ALLOW_HTTP": "true"}

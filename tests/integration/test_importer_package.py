@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
 
 from contract.spec import namespace_prefix
 from stack import samples
@@ -59,10 +58,10 @@ def test_a_package_is_the_whole_registry_through_the_dispatcher(stack, tmp_path,
 
         wait_until(lambda: lane.committed()[0] == offset + 1, 600, "both imports' commits")
         assert lane.dead_letters(0, timeout=1) == []
-        checkm2_rows = delta_rows(stack, f"{namespace_prefix(user)}checkm2.db/quality_report")
+        checkm2_rows = stack.delta_rows(f"{namespace_prefix(user)}checkm2.db/quality_report")
         assert sorted(r["genome_name"] for r in checkm2_rows) == sorted(samples.report_genomes())
         assert {r["cts_job_id"] for r in checkm2_rows} == {checkm2["id"]}
-        stats_rows = delta_rows(stack, f"{namespace_prefix(user)}seqkit.db/stats")
+        stats_rows = stack.delta_rows(f"{namespace_prefix(user)}seqkit.db/stats")
         assert sorted((r["file"], r["num_seqs"], r["cts_job_id"]) for r in stats_rows) == [
             ("contigs.fa", 120, seqkit["id"]), ("plasmids.fa", 3, seqkit["id"])]
 
@@ -113,16 +112,8 @@ def test_ten_first_events_for_a_new_table_are_all_imported_in_their_first_attemp
         assert len(operations) == 10
         # One runner created the table; every other one MERGEd into it.
         assert sorted(operations).count(["MERGE"]) == 9, operations
-        rows = delta_rows(stack, f"{namespace_prefix(user)}seqkit.db/stats")
+        rows = stack.delta_rows(f"{namespace_prefix(user)}seqkit.db/stats")
         assert sorted((r["cts_job_id"], r["file"]) for r in rows) == sorted(
             (job["id"], file) for job in jobs for file in ("contigs.fa", "plasmids.fa"))
     finally:
         lane.close()
-
-
-def delta_rows(stack, path: str) -> list[dict]:
-    storage = {"AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-               "AWS_ACCESS_KEY_ID": stack.s3.access_key,
-               "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key, "AWS_ALLOW_HTTP": "true"}
-    table = DeltaTable(f"s3://{stack.lake_bucket}/warehouse/{path}", storage_options=storage)
-    return table.to_pyarrow_table().to_pylist()

@@ -21,7 +21,7 @@ from deltalake import DeltaTable
 from contract.spec import JobInfo, namespace_prefix
 from importers.tables import COMPLETION_TIME_COLUMN as AT
 from tests.conftest import run_python
-from tests.integration.test_runner import HEADER, _storage, upload
+from tests.integration.test_runner import HEADER, upload
 
 USER = "replay"
 PREFIX = namespace_prefix(USER)
@@ -135,7 +135,7 @@ def replayed(stack, runner_env) -> dict:
 def table(stack, name: str, version: int | None = None) -> DeltaTable:
     database, table_ = name.split(".")
     return DeltaTable(f"s3://{stack.lake_bucket}/warehouse/{database}.db/{table_}",
-                      version=version, storage_options=_storage(stack))
+                      version=version, storage_options=stack.delta_storage_options())
 
 
 def rows_at(stack, name: str, version: int, key: str, *columns: str) -> dict:

@@ -180,9 +180,7 @@ def run_spec(store: SpecStore, spec: JobSpec, env: dict[str, str], expected_exit
 
 def delta_rows(stack, database: str, table: str, order_by: str) -> list[dict]:
     """The table's rows read by delta-rs, without Spark or the metastore."""
-    location = f"s3://{stack.lake_bucket}/warehouse/{database}.db/{table}"
-    table_rows = DeltaTable(location, storage_options=_storage(stack)).to_pyarrow_table()
-    return sorted(table_rows.to_pylist(), key=lambda r: r[order_by])
+    return sorted(stack.delta_rows(f"{database}.db/{table}"), key=lambda r: r[order_by])
 
 
 CHECKM2_DB = f"{namespace_prefix(USER)}checkm2"
@@ -346,7 +344,7 @@ def test_the_declarative_importer_loads_typed_columns(stack, seqkit_job):
 
     database = f"{namespace_prefix(USER)}seqkit"
     location = f"s3://{stack.lake_bucket}/warehouse/{database}.db/stats"
-    fields = DeltaTable(location, storage_options=_storage(stack)).schema().fields
+    fields = DeltaTable(location, storage_options=stack.delta_storage_options()).schema().fields
     assert {f.name: (f.type.type, f.nullable) for f in fields} == {
         "file": ("string", False), "format": ("string", True), "type": ("string", True),
         "num_seqs": ("long", True), "sum_len": ("long", True), "min_len": ("long", True),
@@ -520,12 +518,6 @@ def test_no_credential_in_any_spec_or_result(stack, s3, store, checkm2_jobs):
         text = s3.get_object(Bucket=store.bucket, Key=key)["Body"].read().decode()
         for secret in stack.secrets():
             assert secret not in text, f"a credential is in s3://{store.bucket}/{key}"
-
-
-def _storage(stack) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-            "AWS_ACCESS_KEY_ID": stack.s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key, "AWS_ALLOW_HTTP": "true"}
 
 
 def _example_meta() -> dict:

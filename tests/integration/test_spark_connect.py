@@ -113,10 +113,8 @@ def test_tables_by_name_across_connect_and_classic_sessions(stack, connect_env, 
 
     assert sorted(stack.postgres.query('SELECT "TBL_NAME" FROM "TBLS"').split()) >= [
         "from_classic", "from_connect"]
-    table = DeltaTable(written["location"].replace("s3a://", "s3://"), storage_options={
-        "AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-        "AWS_ACCESS_KEY_ID": stack.s3.access_key, "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key,
-        "AWS_ALLOW_HTTP": "true"})
+    table = DeltaTable(written["location"].replace("s3a://", "s3://"),
+                       storage_options=stack.delta_storage_options())
     assert sorted((r["name"], r["n"]) for r in table.to_pyarrow_table().to_pylist()) == [
         ("a", 1), ("b", 3), ("c", 4)]
 

@@ -52,10 +52,8 @@ def test_table_by_name_across_processes_and_readers(stack, runner_env):
     assert "smoke.genomes" in registered.split()
 
     # An independent reader sees the same rows in the same files.
-    table = DeltaTable(result["location"].replace("s3a://", "s3://"), storage_options={
-        "AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-        "AWS_ACCESS_KEY_ID": stack.s3.access_key, "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key,
-        "AWS_ALLOW_HTTP": "true"})
+    table = DeltaTable(result["location"].replace("s3a://", "s3://"),
+                       storage_options=stack.delta_storage_options())
     independent = sorted([r["name"], r["completeness"]]
                          for r in table.to_pyarrow_table().to_pylist())
     assert independent == MERGED

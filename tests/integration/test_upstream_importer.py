@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 
 import pytest
-from deltalake import DeltaTable
 
 from contract.spec import namespace_prefix
 from stack import samples
@@ -141,7 +140,7 @@ def test_importers_written_from_seed_001_run_unchanged(stack, tmp_path, spark_en
         assert sorted(letters) == sorted([no_key["id"], needs["id"]])
 
         # The upstream-style importer: the sample's rows, cast to its schema.
-        rows = delta_rows(stack, f"{namespace_prefix(user)}checkm2_upstream.db/quality_report")
+        rows = stack.delta_rows(f"{namespace_prefix(user)}checkm2_upstream.db/quality_report")
         assert sorted(r["Name"] for r in rows) == sorted(samples.report_genomes())
         assert {r["cts_job_id"] for r in rows} == {checkm2["id"]}
         first = next(r for r in rows if r["Name"] == "GCA_000005845.2")
@@ -183,11 +182,3 @@ def test_importers_written_from_seed_001_run_unchanged(stack, tmp_path, spark_en
         assert dispatcher.stop() == 0
     finally:
         lane.close()
-
-
-def delta_rows(stack, path: str) -> list[dict]:
-    storage = {"AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_REGION": stack.s3.region,
-               "AWS_ACCESS_KEY_ID": stack.s3.access_key,
-               "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key, "AWS_ALLOW_HTTP": "true"}
-    table = DeltaTable(f"s3://{stack.lake_bucket}/warehouse/{path}", storage_options=storage)
-    return table.to_pyarrow_table().to_pylist()
