@@ -30,7 +30,7 @@ import attrs
 
 from stack.paths import ROOT
 from stack.process import ServerProcess, free_ports
-from stack.spark_connect import spark_home
+from stack.spark_connect import STDERR_WARNINGS, spark_home
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -41,14 +41,7 @@ WORKER_TIMEOUT = 15
 #: The daemons' logs (their stderr) and the executors' (``<work dir>/<app>/<id>/stderr``):
 #: warnings, plus the master's and workers' registrations and each task an executor
 #: runs and finishes, which is how a reader sees where the work ran.
-LOGGING = """\
-rootLogger.level = warn
-rootLogger.appenderRef.stderr.ref = stderr
-appender.stderr.type = Console
-appender.stderr.name = stderr
-appender.stderr.target = SYSTEM_ERR
-appender.stderr.layout.type = PatternLayout
-appender.stderr.layout.pattern = %d{yyyy-MM-dd HH:mm:ss.SSS} %p %c{1}: %m%n%ex
+LOGGING = STDERR_WARNINGS + """\
 logger.deploy.name = org.apache.spark.deploy
 logger.deploy.level = info
 logger.executor.name = org.apache.spark.executor.Executor

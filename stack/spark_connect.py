@@ -73,10 +73,10 @@ SHARED_CLASS_LOADERS = {
     "spark.sql.artifact.isolation.alwaysApplyClassloader": "false",
 }
 
-#: The server's log (its stderr, in ``spark-connect.log``): warnings and errors, plus the
-#: driver's start line, the server's sessions and the classes it compiles. Spark's
-#: default, INFO for everything, is thousands of lines per import.
-LOGGING = """\
+#: A Spark JVM's log4j2 configuration: warnings and errors, timestamped, on stderr (which
+#: the process's owner writes to its log file); Spark's default, INFO for everything, is
+#: thousands of lines per import. Each use adds the loggers it wants at INFO.
+STDERR_WARNINGS = """\
 rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = stderr
 appender.stderr.type = Console
@@ -84,6 +84,11 @@ appender.stderr.name = stderr
 appender.stderr.target = SYSTEM_ERR
 appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = %d{yyyy-MM-dd HH:mm:ss.SSS} %p %c{1}: %m%n%ex
+"""
+
+#: The server's log (its stderr, in ``spark-connect.log``): the warnings, plus the
+#: driver's start line, the server's sessions and the classes it compiles.
+LOGGING = STDERR_WARNINGS + """\
 logger.sessions.name = org.apache.spark.sql.connect.service.SparkConnectSessionManager
 logger.sessions.level = info
 # Each class compiled for a query ("Code generated in ... ms"): 2 or 3 per sample import
