@@ -108,6 +108,12 @@ class LauncherConfig:
     #: An instance of the kind's settings class (``launcher_kind(kind).settings``).
     settings: Any
 
+    def __attrs_post_init__(self) -> None:
+        expected = launcher_kind(self.kind).settings
+        if not isinstance(self.settings, expected):
+            raise ValueError(f"launcher.{self.kind}: expected {expected.__name__} settings, "
+                             f"got {type(self.settings).__name__}")
+
     @classmethod
     def default(cls) -> LauncherConfig:
         """The launcher of a configuration without a ``launcher`` section."""

@@ -117,6 +117,14 @@ def test_a_kind_s_section_is_read_with_its_own_settings_class(path):
     assert load(path, {}).launcher == LauncherConfig.default()
 
 
+def test_a_kind_s_settings_are_of_its_own_class():
+    with pytest.raises(ValueError, match="launcher.docker: expected DockerSettings settings, "
+                                         "got SubprocessSettings"):
+        LauncherConfig("docker", launchers.SubprocessSettings())
+    with pytest.raises(UnknownLauncherKind, match="known: docker, kubernetes, subprocess"):
+        LauncherConfig("ssh", launchers.SubprocessSettings())
+
+
 def test_a_file_keeping_other_kinds_sections_still_loads(path):
     # The format operators use: every kind's section may stay in the file.
     path.write_text(FILE + "launcher:\n  kind: docker\n  docker: {image: runner:2}\n"
