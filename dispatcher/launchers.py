@@ -39,9 +39,12 @@ from dispatcher.launch import (
     RunnerHandle,
 )
 
-__all__ = ["LaunchError", "LaunchRequest", "Launcher", "RunnerExit", "RunnerHandle",
-           "DockerLauncher", "DockerSettings", "SubprocessLauncher", "SubprocessSettings",
-           "LAUNCHER_KINDS", "RUNNER_ENV"]
+__all__ = [
+    "LaunchError", "LaunchRequest", "Launcher", "RunnerExit", "RunnerHandle",
+    "STANDBY", "ProcessHandle", "EndedHandle", "RUNNER_ENV", "allowed_environment",
+    "SubprocessSettings", "SubprocessLauncher", "DOCKER_FAILED", "DockerSettings",
+    "DockerLauncher", "LAUNCHER_KINDS",
+]
 
 log = logging.getLogger(__name__)
 
