@@ -79,10 +79,12 @@ def _format(error: BaseException, kind: type | None) -> str:
     return cattrs.v.format_exception(error, kind)
 
 
-def describe(error: Exception) -> str:
-    """One line naming each bad field, e.g. ``job.outputs[0].file: required field missing``."""
+def describe(error: Exception, at: str = "") -> str:
+    """One line naming each bad field, e.g. ``job.outputs[0].file: required field missing``;
+    the paths start with ``at`` (the data's own path in a larger document), if given."""
     if isinstance(error, ForbiddenExtraKeysError):
-        return f"unexpected field(s): {', '.join(sorted(error.extra_fields))}"
+        return (f"{at + ': ' if at else ''}unexpected field(s): "
+                f"{', '.join(sorted(error.extra_fields))}")
     if isinstance(error, cattrs.BaseValidationError):
         parts = []
         for message in cattrs.transform_error(error, path="$", format_exception=_format):
@@ -90,20 +92,24 @@ def describe(error: Exception) -> str:
             path = path.removeprefix("$").lstrip(".")
             if not path and text.startswith("invalid value (") and text.endswith(")"):
                 # A class-level validator names its field itself.
-                parts.append(text[len("invalid value ("):-1])
+                parts.append(f"{at + ': ' if at else ''}{text[len('invalid value ('):-1]}")
             else:
+                path = ".".join(filter(None, [at, path])) if not path.startswith("[") \
+                    else at + path
                 parts.append(f"{path or '(top level)'}: {text}")
         return "; ".join(parts)
     return str(error)
 
 
-def structure(data: Any, cls: type, conv: cattrs.Converter | None = None) -> Any:
-    """Structure ``data`` into ``cls``; raise :class:`StructureError` with :func:`describe`."""
+def structure(data: Any, cls: type, conv: cattrs.Converter | None = None, *,
+              at: str = "") -> Any:
+    """Structure ``data`` into ``cls``; raise :class:`StructureError` with :func:`describe`
+    (``at``: the path of ``data`` in its document, which the message's paths start with)."""
     conv = conv or _DEFAULT
     try:
         return conv.structure(data, cls)
     except (cattrs.BaseValidationError, ForbiddenExtraKeysError) as error:
-        raise StructureError(describe(error)) from error
+        raise StructureError(describe(error, at)) from error
 
 
 _DEFAULT = converter()

@@ -4,6 +4,10 @@ Exit status: 0 after a graceful shutdown, 69 when a service (the CTS, S3, Kafka,
 runner's) stayed down past ``infrastructure_budget_seconds``, 70 after a dead-letter
 streak (``dead_letter_streak``), 78 for an unusable configuration or importer registry
 (one line on stderr).
+
+Start-up reads the process's environment and never changes it: what the runners must
+see (the registry's directories) is handed to the launcher explicitly
+(:func:`runner_environment`).
 """
 
 from __future__ import annotations
@@ -13,37 +17,34 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
 from common import logs
 from dispatcher import config as configuration
-from dispatcher.config import Config, LauncherSettings
+from dispatcher.config import Config
 from registry import RegistryError
+from registry.registry import DIRS_VARIABLE
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
 
 log = logging.getLogger("dispatcher")
 
 
-def make_launcher(settings: LauncherSettings):
-    """The launcher named by ``launcher.kind``."""
-    from dispatcher.launchers import DockerLauncher, SubprocessLauncher
-
-    if settings.kind == "docker":
-        docker = settings.docker
-        return DockerLauncher(docker.image, network=docker.network, pass_env=docker.pass_env,
-                              extra_args=docker.extra_args,
-                              call_timeout=docker.call_timeout_seconds)
-    if settings.kind == "kubernetes":
-        from dispatcher.kubernetes import KubernetesLauncher
-
-        assert settings.kubernetes is not None  # LauncherSettings requires it for this kind
-        return KubernetesLauncher(settings.kubernetes)
-    return SubprocessLauncher(pass_env=settings.subprocess.pass_env,
-                              standby=settings.subprocess.standby)
+def runner_environment(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the dispatcher's registry is read with and runners start from:
+    ``environ`` (the dispatcher's own), ``config.registry_dirs`` appended to its
+    ``CSEP_IMPORTER_DIRS`` so that both sides see the same importers. ``environ`` is not
+    changed."""
+    runner_env = dict(environ)
+    if config.registry_dirs:
+        runner_env[DIRS_VARIABLE] = os.pathsep.join(
+            filter(None, [environ.get(DIRS_VARIABLE), *config.registry_dirs]))
+    return runner_env
 
 
-def build(config: Config):
-    """Wire the dispatcher's parts from ``config``; the services are contacted lazily."""
+def build(config: Config, environ: Mapping[str, str] = os.environ):
+    """Wire the dispatcher's parts from ``config`` and the process's ``environ`` (read,
+    never written); the services are contacted lazily."""
     from kafka import KafkaConsumer, KafkaProducer
 
     from common.s3 import s3_client
@@ -52,13 +53,9 @@ def build(config: Config):
     from dispatcher.loop import Dispatcher
     from dispatcher.metrics import Health, Metrics, serve
     from registry import Registry
-    from registry.registry import DIRS_VARIABLE
 
-    if config.registry_dirs:
-        # The runners read the same variable: both sides must see the same importers.
-        os.environ[DIRS_VARIABLE] = os.pathsep.join(
-            filter(None, [os.environ.get(DIRS_VARIABLE), *config.registry_dirs]))
-    registry = Registry.load(check="find")
+    runner_env = runner_environment(config, environ)
+    registry = Registry.load(check="find", environ=runner_env)
     from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
     from kafka.coordinator.assignors.range import RangePartitionAssignor
     from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -87,9 +84,10 @@ def build(config: Config):
         config, consumer=consumer, producer=producer,
         cts=CtsClient(config.cts.url, config.cts_token, config.cts.timeout_seconds),
         store=SpecStore(config.spec_store, s3_client(
-            timeout_seconds=config.s3_timeout_seconds, max_attempts=config.s3_max_attempts)),
+            environ, timeout_seconds=config.s3_timeout_seconds,
+            max_attempts=config.s3_max_attempts)),
         registry=registry,
-        launcher=make_launcher(config.launcher), metrics=metrics, health=health)
+        launcher=config.launcher.make(runner_env), metrics=metrics, health=health)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,13 @@ import attrs
 import yaml
 
 from common.convert import StructureError, converter, positive, structure
-from common.credentials import is_credential_name
-from dispatcher.launchers import RUNNER_ENV
+from dispatcher.launch import (
+    DEFAULT_KIND,
+    KIND_MODULES,
+    Launcher,
+    UnknownLauncherKind,
+    launcher_kind,
+)
 
 ENV_PREFIX = "CSEP_"
 TOKEN_VARIABLE = "CSEP_CTS_TOKEN"
@@ -29,56 +34,6 @@ TOKEN_VARIABLE = "CSEP_CTS_TOKEN"
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message is one line naming the setting."""
-
-
-def _no_credentials(instance: object, attribute: attrs.Attribute, env: dict[str, str]) -> None:
-    # The manifest is visible to anyone who can read Jobs; credentials belong in the Secret.
-    leaked = sorted(name for name in env if is_credential_name(name))
-    if leaked:
-        raise ValueError(f"kubernetes.env must not carry credentials ({', '.join(leaked)}): "
-                         "put them in the Secret named by credentials_secret")
-
-
-@attrs.frozen
-class KubernetesSettings:
-    """Where and how runner Jobs are created.
-
-    ``image``                       the runner image (pin a digest in production)
-    ``namespace``                   namespace of the Jobs (and of the Secret/ConfigMap)
-    ``credentials_secret``          name of a Secret whose keys become the runner's
-                                    environment (``AWS_ACCESS_KEY_ID``,
-                                    ``AWS_SECRET_ACCESS_KEY``, ``CSEP_METASTORE_PASSWORD``)
-    ``config_map``                  name of a ConfigMap with the non-secret settings
-                                    (``CSEP_S3_ENDPOINT_URL``, ``CSEP_SPARK_MASTER``, ...)
-    ``env``                         further non-secret variables, set on the container
-    ``service_account``             the pod's service account; none means the pod gets
-                                    no API token (a ``k8s://`` Spark master needs one)
-    ``ttl_seconds_after_finished``  Kubernetes deletes finished Jobs after this long;
-                                    keep it well above the dispatcher's poll interval
-    ``memory``                      memory request and limit of the runner container
-    ``image_pull_policy``           ``IfNotPresent``, ``Always`` or ``Never``
-    ``name_prefix``                 start of each Job's name
-    ``request_timeout_seconds``     deadline of every API call
-    ``poll_interval_seconds``       running Jobs are listed at most this often
-    ``pending_limit_seconds``       how long a pod may stay unschedulable or fail to
-                                    pull its image before the attempt is given up
-    """
-
-    image: str
-    namespace: str = "default"
-    credentials_secret: str | None = None
-    config_map: str | None = None
-    env: dict[str, str] = attrs.field(factory=dict, validator=_no_credentials)
-    service_account: str | None = None
-    ttl_seconds_after_finished: int = 3600
-    memory: str = "4Gi"
-    image_pull_policy: str = attrs.field(
-        default="IfNotPresent",
-        validator=attrs.validators.in_(("IfNotPresent", "Always", "Never")))
-    name_prefix: str = "csep-runner"
-    request_timeout_seconds: float = 10.0
-    poll_interval_seconds: float = 10.0
-    pending_limit_seconds: float = 300.0
 
 
 @attrs.frozen
@@ -128,16 +83,6 @@ class RetrySettings:
 
 
 @attrs.frozen
-class SubprocessSettings:
-    #: Name patterns (``fnmatch``: ``LC_*``) of the dispatcher's environment variables a
-    #: runner process gets; everything else, the CTS token first, stays with the dispatcher.
-    pass_env: tuple[str, ...] = RUNNER_ENV
-    #: Keep one runner started ahead of the next attempt, its Python modules loaded
-    #: (``python -m runner --standby``): an attempt starts about a second sooner.
-    standby: bool = True
-
-
-@attrs.frozen
 class DeadLetterStreakSettings:
     """Stop the bleeding: after ``limit`` events of one importer in a row end in the DLQ
     (or ``all_limit`` events of any kind), stop taking that importer's events (all
@@ -151,36 +96,33 @@ class DeadLetterStreakSettings:
 
 
 @attrs.frozen
-class DockerSettings:
-    image: str = "ghcr.io/kbase/cdm-spark-events-runner:latest"
-    network: str | None = None
-    #: Environment variables handed to the container by name (``-e NAME``): their values
-    #: travel through the docker client's environment, never its command line.
-    pass_env: tuple[str, ...] = (
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CSEP_S3_ENDPOINT_URL", "CSEP_S3_REGION",
-        "CSEP_SPARK_MASTER", "CSEP_WAREHOUSE_DIR", "CSEP_METASTORE_URL",
-        "CSEP_METASTORE_USER", "CSEP_METASTORE_PASSWORD", "CSEP_TABLE_FORMAT",
-        "CSEP_ICEBERG_CATALOG_URL", "CSEP_ICEBERG_CREDENTIAL", "CSEP_ICEBERG_WAREHOUSE",
-        "CSEP_ICEBERG_SCOPE", "CSEP_IMPORTER_DIRS")
-    extra_args: tuple[str, ...] = ()
-    #: Deadline of each docker call the dispatcher waits for (inspect, logs, kill, rm).
-    call_timeout_seconds: float = attrs.field(default=30.0, validator=positive)
+class LauncherConfig:
+    """``launcher``: the kind of launcher that starts runners, and its settings.
 
+    In the file, ``launcher.kind`` names the kind and ``launcher.<kind>`` holds its
+    settings, whose class the kind's own module declares (:mod:`dispatcher.launch`);
+    the sections of the other kinds are allowed (a file may keep them) but not read.
+    """
 
-@attrs.frozen
-class LauncherSettings:
-    """Which launcher starts runners. A new kind adds its own settings field here."""
-
-    kind: Literal["subprocess", "docker", "kubernetes"] = "subprocess"
-    subprocess: SubprocessSettings = SubprocessSettings()
-    docker: DockerSettings = DockerSettings()
-    #: Required when ``kind`` is ``kubernetes`` (``image`` has no default).
-    kubernetes: KubernetesSettings | None = None
+    kind: str
+    #: An instance of the kind's settings class (``launcher_kind(kind).settings``).
+    settings: Any
 
     def __attrs_post_init__(self) -> None:
-        if self.kind == "kubernetes" and self.kubernetes is None:
-            raise ValueError("launcher.kubernetes is required when launcher.kind is "
-                             "'kubernetes' (at least launcher.kubernetes.image)")
+        expected = launcher_kind(self.kind).settings
+        if not isinstance(self.settings, expected):
+            raise ValueError(f"launcher.{self.kind}: expected {expected.__name__} settings, "
+                             f"got {type(self.settings).__name__}")
+
+    @classmethod
+    def default(cls) -> LauncherConfig:
+        """The launcher of a configuration without a ``launcher`` section."""
+        return cls(DEFAULT_KIND, launcher_kind(DEFAULT_KIND).settings())
+
+    def make(self, environ: Mapping[str, str]) -> Launcher:
+        """The launcher, its runners started from ``environ``."""
+        launcher: Launcher = launcher_kind(self.kind).factory(self.settings, environ)
+        return launcher
 
 
 @attrs.frozen
@@ -190,12 +132,13 @@ class Config:
     #: ``s3://bucket/prefix`` under which specs and results are written.
     spec_store: str
     #: Importer directories, importer package directories or built-in sets (``@builtin``)
-    #: added to ``CSEP_IMPORTER_DIRS`` (the runners see them too); the registry is what is
-    #: named there, the built-in importers only when ``@builtin`` is (or nothing is named).
+    #: added to ``CSEP_IMPORTER_DIRS`` (the runners see them too: see
+    #: :func:`dispatcher.__main__.runner_environment`); the registry is what is named
+    #: there, the built-in importers only when ``@builtin`` is (or nothing is named).
     registry_dirs: tuple[str, ...] = ()
     retry: RetrySettings = RetrySettings()
     dead_letter_streak: DeadLetterStreakSettings = DeadLetterStreakSettings()
-    launcher: LauncherSettings = LauncherSettings()
+    launcher: LauncherConfig = attrs.field(factory=LauncherConfig.default)
     #: Runners at once, across importers (each importer may set a lower limit).
     max_in_flight: int = attrs.field(default=4, validator=positive)
     #: Events held in memory at once (running, waiting for a runner slot or a retry);
@@ -293,9 +236,43 @@ def load(path: str | Path | None, environ: Mapping[str, str] = os.environ) -> Co
         raise ConfigError(f"cts_token must not be in a file: set {TOKEN_VARIABLE}")
     _apply_env(data, environ)
     data["cts_token"] = environ.get(TOKEN_VARIABLE, "")
+    launcher = _launcher(data.pop("launcher", None))
     try:
-        return structure(data, Config, _converter)
+        return attrs.evolve(structure(data, Config, _converter), launcher=launcher)
     except StructureError as error:
         raise ConfigError(f"invalid configuration: {error}") from error
     except ValueError as error:
         raise ConfigError(f"invalid configuration: {error}") from error
+
+
+def _launcher(data: Any) -> LauncherConfig:
+    """The ``launcher`` section: its ``kind`` (default ``subprocess``), and the section of
+    that kind structured into the kind's settings class."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration: launcher: expected a mapping, got "
+                          f"{type(data).__name__}")
+    kind = data.get("kind", DEFAULT_KIND)
+    known = ", ".join(sorted(KIND_MODULES))
+    if not isinstance(kind, str):
+        raise ConfigError(f"invalid configuration: launcher.kind: expected one of {known}, "
+                          f"got {kind!r}")
+    unexpected = sorted(set(data) - {"kind", *KIND_MODULES})
+    if unexpected:
+        raise ConfigError(f"invalid configuration: launcher: unexpected field(s) "
+                          f"{', '.join(unexpected)} (besides kind, a section per launcher "
+                          f"kind: {known})")
+    try:
+        entry = launcher_kind(kind)
+    except UnknownLauncherKind as error:
+        raise ConfigError(f"invalid configuration: {error}") from error
+    try:
+        settings = structure(data.get(kind) or {}, entry.settings, _converter,
+                             at=f"launcher.{kind}")
+    except StructureError as error:
+        raise ConfigError(f"invalid configuration: {error}") from error
+    except ValueError as error:
+        raise ConfigError(f"invalid configuration: launcher.{kind}: {error}") from error
+    return LauncherConfig(kind, settings)
+

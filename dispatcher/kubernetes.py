@@ -17,7 +17,7 @@ Credentials reach the runner only through ``envFrom`` a named Secret: the manife
 carries the Secret's name, never a value. Non-secret settings (S3 endpoint, Spark
 master, metastore URL, ...) come from a named ConfigMap and/or plain ``env`` entries.
 
-How a Job ends, mapped to :class:`~dispatcher.launchers.RunnerExit`:
+How a Job ends, mapped to :class:`~dispatcher.launch.RunnerExit`:
 
 ======================================  ==============================================
 the runner container exited with 0..128  ``exit_code`` as is (0, 64, 65, 75, ...)
@@ -42,14 +42,15 @@ import math
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import attrs
 import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from dispatcher.config import KubernetesSettings
-from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit
+from common.credentials import is_credential_name
+from dispatcher.launch import LauncherKind, LaunchError, LaunchRequest, RunnerExit
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,56 @@ _SLOW_REASONS = frozenset({"ErrImagePull", "Unschedulable"})
 # What the client raises when it cannot reach the API server or the server fails.
 _UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
 _LOG_TAIL_LINES = 40
+
+
+def _no_credentials(instance: object, attribute: attrs.Attribute, env: dict[str, str]) -> None:
+    # The manifest is visible to anyone who can read Jobs; credentials belong in the Secret.
+    leaked = sorted(name for name in env if is_credential_name(name))
+    if leaked:
+        raise ValueError(f"env must not carry credentials ({', '.join(leaked)}): "
+                         "put them in the Secret named by credentials_secret")
+
+
+@attrs.frozen
+class KubernetesSettings:
+    """``launcher.kubernetes``: where and how runner Jobs are created.
+
+    ``image``                       the runner image (pin a digest in production)
+    ``namespace``                   namespace of the Jobs (and of the Secret/ConfigMap)
+    ``credentials_secret``          name of a Secret whose keys become the runner's
+                                    environment (``AWS_ACCESS_KEY_ID``,
+                                    ``AWS_SECRET_ACCESS_KEY``, ``CSEP_METASTORE_PASSWORD``)
+    ``config_map``                  name of a ConfigMap with the non-secret settings
+                                    (``CSEP_S3_ENDPOINT_URL``, ``CSEP_SPARK_MASTER``, ...)
+    ``env``                         further non-secret variables, set on the container
+    ``service_account``             the pod's service account; none means the pod gets
+                                    no API token (a ``k8s://`` Spark master needs one)
+    ``ttl_seconds_after_finished``  Kubernetes deletes finished Jobs after this long;
+                                    keep it well above the dispatcher's poll interval
+    ``memory``                      memory request and limit of the runner container
+    ``image_pull_policy``           ``IfNotPresent``, ``Always`` or ``Never``
+    ``name_prefix``                 start of each Job's name
+    ``request_timeout_seconds``     deadline of every API call
+    ``poll_interval_seconds``       running Jobs are listed at most this often
+    ``pending_limit_seconds``       how long a pod may stay unschedulable or fail to
+                                    pull its image before the attempt is given up
+    """
+
+    image: str
+    namespace: str = "default"
+    credentials_secret: str | None = None
+    config_map: str | None = None
+    env: dict[str, str] = attrs.field(factory=dict, validator=_no_credentials)
+    service_account: str | None = None
+    ttl_seconds_after_finished: int = 3600
+    memory: str = "4Gi"
+    image_pull_policy: str = attrs.field(
+        default="IfNotPresent",
+        validator=attrs.validators.in_(("IfNotPresent", "Always", "Never")))
+    name_prefix: str = "csep-runner"
+    request_timeout_seconds: float = 10.0
+    poll_interval_seconds: float = 10.0
+    pending_limit_seconds: float = 300.0
 
 
 def label_value(text: str) -> str:
@@ -185,6 +236,13 @@ class KubernetesLauncher:
         self._listed_at: float | None = None
         self._jobs: dict[str, k8s.V1Job] = {}
         self._pods: dict[str, list[k8s.V1Pod]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: KubernetesSettings,
+                      environ: Mapping[str, str]) -> KubernetesLauncher:
+        """The launcher of ``launcher.kubernetes``. The runners' environment is the
+        Job's (Secret, ConfigMap, ``env``): ``environ`` is not theirs and is not read."""
+        return cls(settings)
 
     @property
     def _timeout(self) -> float:
@@ -421,3 +479,10 @@ def _default_api_client() -> k8s.ApiClient:
             raise LaunchError(f"no Kubernetes configuration (not in a cluster and no "
                               f"usable kubeconfig): {exc}") from exc
     return k8s.ApiClient()
+
+
+#: The kind of this module (see :mod:`dispatcher.launch`).
+LAUNCHER_KINDS = {
+    "kubernetes": LauncherKind(name="kubernetes", settings=KubernetesSettings,
+                               factory=KubernetesLauncher.from_settings),
+}

@@ -1,9 +1,9 @@
-"""Launchers start one runner per attempt: ``python -m runner <spec-uri>`` somewhere.
+"""The subprocess and Docker launchers (kinds ``subprocess`` and ``docker``).
 
-One small interface, several implementations chosen by config (subprocess, Docker,
-Kubernetes). The runner does not know which launched it; the dispatcher does not know
-how the runner runs. ``launch`` returns at once; the dispatcher's loop polls the handle
-so it can keep consuming Kafka while runners work.
+The interface they implement, and the registry of kinds, are in :mod:`dispatcher.launch`;
+each launcher here owns its settings (:class:`SubprocessSettings`,
+:class:`DockerSettings`: the ``launcher.subprocess`` and ``launcher.docker`` sections of
+the configuration) and declares its kind in :data:`LAUNCHER_KINDS`.
 """
 
 from __future__ import annotations
@@ -22,74 +22,35 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
 
 import attrs
 
+from common.convert import positive
 from common.process import die_with_parent
 from common.redaction import Redactor
+
+# The interface, re-exported: callers of a launcher may import it from here.
+from dispatcher.launch import (
+    Launcher,
+    LauncherKind,
+    LaunchError,
+    LaunchRequest,
+    RunnerExit,
+    RunnerHandle,
+)
+
+__all__ = [
+    "LaunchError", "LaunchRequest", "Launcher", "RunnerExit", "RunnerHandle",
+    "STANDBY", "ProcessHandle", "EndedHandle", "RUNNER_ENV", "allowed_environment",
+    "SubprocessSettings", "SubprocessLauncher", "DOCKER_FAILED", "DockerSettings",
+    "DockerLauncher", "LAUNCHER_KINDS",
+]
 
 log = logging.getLogger(__name__)
 
 #: The runner's argument for a standby start (``runner.standby.STANDBY``; the dispatcher
 #: does not import the runner).
 STANDBY = "--standby"
-
-
-@attrs.frozen
-class LaunchRequest:
-    """One attempt of one spec."""
-
-    spec_uri: str
-    job_id: str
-    importer: str
-    attempt: int
-    #: The result file's name beside the spec, chosen by the dispatcher with its claim.
-    result_name: str | None = None
-    timeout_seconds: float | None = None
-    executor_cores: int = 1
-
-    @property
-    def runner_args(self) -> list[str]:
-        """The runner's arguments: ``SPEC [--result NAME]`` (docs/contracts.md, section 4)."""
-        return [self.spec_uri, *(["--result", self.result_name] if self.result_name else [])]
-
-
-@attrs.frozen
-class RunnerExit:
-    """How a runner ended. ``exit_code`` is None when it died by a signal or was killed.
-
-    ``infrastructure`` names the service (``docker``, ``kubernetes``...) when the runner
-    never really ran because of it: an image that cannot be pulled, a daemon that refused,
-    a pod that cannot be scheduled. Such an exit does not spend one of the event's attempts.
-    """
-
-    exit_code: int | None
-    signal: int | None = None
-    timed_out: bool = False
-    stderr_tail: str = ""
-    infrastructure: str | None = None
-
-
-class RunnerHandle(Protocol):
-    def poll(self) -> RunnerExit | None:
-        """The exit once the runner has ended (killing it first if it overran its
-        timeout), else None. Never blocks."""
-
-    def kill(self) -> None:
-        """Stop the runner now (used at shutdown past the grace period and on revocation)."""
-
-
-class Launcher(Protocol):
-    def launch(self, request: LaunchRequest) -> RunnerHandle:
-        """Start a runner for ``request``; raise ``LaunchError`` if it cannot be started."""
-
-    def close(self) -> None:
-        """Release what the launcher holds between launches (not the runners launched)."""
-
-
-class LaunchError(RuntimeError):
-    """The runner could not be started at all (no docker binary, API refused, ...)."""
 
 
 # -- implementations ------------------------------------------------------------------------
@@ -223,6 +184,18 @@ def allowed_environment(environ: Mapping[str, str], pass_env: Sequence[str]) -> 
     return {k: v for k, v in environ.items() if any(p.match(k) for p in patterns)}
 
 
+@attrs.frozen
+class SubprocessSettings:
+    """``launcher.subprocess``: runners as child processes of the dispatcher."""
+
+    #: Name patterns (``fnmatch``: ``LC_*``) of the dispatcher's environment variables a
+    #: runner process gets; everything else, the CTS token first, stays with the dispatcher.
+    pass_env: tuple[str, ...] = RUNNER_ENV
+    #: Keep one runner started ahead of the next attempt, its Python modules loaded
+    #: (``python -m runner --standby``): an attempt starts about a second sooner.
+    standby: bool = True
+
+
 class SubprocessLauncher:
     """Runs ``python -m runner <spec-uri>`` as a child process.
 
@@ -248,6 +221,13 @@ class SubprocessLauncher:
         self.standby = standby
         self._spare: ProcessHandle | None = None
         self.start_spare()
+
+    @classmethod
+    def from_settings(cls, settings: SubprocessSettings,
+                      environ: Mapping[str, str]) -> SubprocessLauncher:
+        """The launcher of ``launcher.subprocess``; runners get the variables of
+        ``environ`` that ``settings.pass_env`` allows."""
+        return cls(environ=environ, pass_env=settings.pass_env, standby=settings.standby)
 
     def environment(self) -> dict[str, str]:
         """The runner's environment."""
@@ -297,6 +277,25 @@ DOCKER_FAILED = 125
 _NO_SUCH_CONTAINER = re.compile(r"no such (object|container)", re.IGNORECASE)
 
 
+@attrs.frozen
+class DockerSettings:
+    """``launcher.docker``: runners as containers of the runner image (``docker run``)."""
+
+    image: str = "ghcr.io/kbase/cdm-spark-events-runner:latest"
+    network: str | None = None
+    #: Environment variables handed to the container by name (``-e NAME``): their values
+    #: travel through the docker client's environment, never its command line.
+    pass_env: tuple[str, ...] = (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CSEP_S3_ENDPOINT_URL", "CSEP_S3_REGION",
+        "CSEP_SPARK_MASTER", "CSEP_WAREHOUSE_DIR", "CSEP_METASTORE_URL",
+        "CSEP_METASTORE_USER", "CSEP_METASTORE_PASSWORD", "CSEP_TABLE_FORMAT",
+        "CSEP_ICEBERG_CATALOG_URL", "CSEP_ICEBERG_CREDENTIAL", "CSEP_ICEBERG_WAREHOUSE",
+        "CSEP_ICEBERG_SCOPE", "CSEP_IMPORTER_DIRS")
+    extra_args: tuple[str, ...] = ()
+    #: Deadline of each docker call the dispatcher waits for (inspect, logs, kill, rm).
+    call_timeout_seconds: float = attrs.field(default=30.0, validator=positive)
+
+
 class DockerLauncher:
     """Runs the runner image with ``docker run``.
 
@@ -321,6 +320,15 @@ class DockerLauncher:
         self.docker = docker
         self.environ = environ
         self.call_timeout = call_timeout
+
+    @classmethod
+    def from_settings(cls, settings: DockerSettings,
+                      environ: Mapping[str, str]) -> DockerLauncher:
+        """The launcher of ``launcher.docker``; ``environ`` is the docker client's
+        environment, from which ``-e NAME`` copies the values."""
+        return cls(settings.image, network=settings.network, pass_env=settings.pass_env,
+                   extra_args=settings.extra_args, environ=environ,
+                   call_timeout=settings.call_timeout_seconds)
 
     @staticmethod
     def container_name(request: LaunchRequest) -> str:
@@ -410,3 +418,12 @@ class DockerLauncher:
                               f"{self.call_timeout}s") from error
         except OSError as error:
             raise LaunchError(f"cannot run {self.docker!r}: {error}") from error
+
+
+#: The kinds of this module (see :mod:`dispatcher.launch`).
+LAUNCHER_KINDS = {
+    "subprocess": LauncherKind(name="subprocess", settings=SubprocessSettings,
+                               factory=SubprocessLauncher.from_settings),
+    "docker": LauncherKind(name="docker", settings=DockerSettings,
+                           factory=DockerLauncher.from_settings),
+}

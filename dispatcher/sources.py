@@ -12,28 +12,14 @@ source     records (topic)                 an event asks for
 A record read back from the DLQ topic (a replay) is read as the source its dead letter
 recorded (header ``__csep.errors.source``), else as its topic's.
 
-Each source is the same small interface the loop calls:
-
-``parse(value, max_bytes)``
-    the record's events: one for a CTS message, one per record of an S3 notification
-    (each an event, or the ``MalformedMessage`` of that record); raises
-    ``MalformedMessage`` for an unusable message.
-``plan(event, ref, pending)``
-    the import the event asks for (:class:`Planned`), none (:class:`NoImport`: an
-    acknowledged no-op, with the reason), or not decided yet (:class:`Pending`: call
-    again with its state on a later turn). Raises ``EventRejected`` (the event's fault)
-    or ``ServiceFailure``.
-``started(event)``, ``finished(event, outcome)``
-    what the source records about the event's processing (the CTS's admin meta).
-``prepare_services(event)``, ``finish_services``
-    the services ``plan`` and ``finished`` call for the event: while one's breaker is
-    open, they wait, and their success is what closes it.
+Each source implements :class:`EventSource`, the interface the loop calls.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -83,6 +69,59 @@ class Pending:
     state: Any
 
 
+EventT = TypeVar("EventT", contravariant=True)
+
+
+@runtime_checkable
+class EventSource(Protocol[EventT]):
+    """What a Kafka record means, and which import its event asks for.
+
+    ``EventT`` is the source's actionable event (:class:`~dispatcher.events.CtsEvent`,
+    :class:`~dispatcher.s3events.ObjectCreated`): what ``plan``, ``started``,
+    ``finished`` and ``prepare_services`` take.
+    """
+
+    #: The source's name, recorded in specs and dead letters (``cts``, ``s3``).
+    kind: ClassVar[str]
+    #: The services ``finished`` calls (and the DLQ's): while one's breaker is open,
+    #: finishing waits, and its success is what closes it.
+    finish_services: ClassVar[tuple[str, ...]]
+
+    def parse(self, value: bytes | None, max_bytes: int) -> Sequence[object]:
+        """The record's events: one for a CTS message, one per record of an S3
+        notification, each an ``EventT``, another kind of event the loop acknowledges
+        (an S3 ``OtherEvent``) or the ``MalformedMessage`` of that record. Raises
+        ``MalformedMessage`` for an unusable message."""
+        ...
+
+    def record_value(self, value: bytes, index: int) -> bytes:
+        """The part of the record ``value`` that is its ``index``-th event (what a dead
+        letter of that event carries)."""
+        ...
+
+    def prepare_services(self, event: EventT) -> tuple[str, ...]:
+        """The services ``plan`` calls for ``event``: while one's breaker is open, the
+        event waits, and its success is what closes it."""
+        ...
+
+    def plan(self, event: EventT, ref: EventRef, pending: Any = None
+             ) -> Planned | NoImport | Pending:
+        """The import the event asks for (:class:`Planned`), none (:class:`NoImport`:
+        an acknowledged no-op, with the reason), or not decided yet (:class:`Pending`:
+        call again with its state on a later turn). Raises ``EventRejected`` (the
+        event's fault) or ``ServiceFailure``."""
+        ...
+
+    def started(self, event: EventT) -> None:
+        """Record that the event's import started (the CTS's admin meta)."""
+        ...
+
+    def finished(self, event: EventT, outcome: str) -> None:
+        """Record how the event's processing ended (``imported``, ``no_importer``,
+        ``dead_lettered``...)."""
+        ...
+
+
 def importer_ref(entry) -> ImporterRef:
     return ImporterRef(name=entry.name, py_module=entry.py_module,
                        importer_meta=entry.importer_meta,
@@ -93,8 +132,8 @@ class CtsSource:
     """CTS job-state messages: a completed job is fetched from the CTS and imported by
     the importer of its image."""
 
-    kind = "cts"
-    finish_services = ("dlq", "cts")
+    kind: ClassVar[str] = "cts"
+    finish_services: ClassVar[tuple[str, ...]] = ("dlq", "cts")
     _META = {"imported": cts_api.META_COMPLETE, "no_importer": cts_api.META_NO_OPERATION,
              "dead_lettered": cts_api.META_ERROR}
 
@@ -195,8 +234,8 @@ class S3Source:
     (dead-lettered) with the reason.
     """
 
-    kind = "s3"
-    finish_services = ("dlq",)
+    kind: ClassVar[str] = "s3"
+    finish_services: ClassVar[tuple[str, ...]] = ("dlq",)
 
     def __init__(self, client, registry) -> None:
         self.client = client
@@ -293,3 +332,10 @@ class S3Source:
             raise ServiceFailure("s3", classify("s3", error),
                                  f"s3: {what} ({event.uri}): {name}: {one_line(error)}",
                                  type(error).__name__) from error
+
+
+if TYPE_CHECKING:
+    # mypy proves that both sources implement the protocol, signatures included.
+    def _implements(cts: CtsSource, s3: S3Source) -> None:
+        _cts: EventSource[events.CtsEvent] = cts
+        _s3: EventSource[s3events.ObjectCreated] = s3

@@ -21,8 +21,8 @@ from kubernetes import utils as k8s_utils
 from kubernetes.client.exceptions import ApiException
 
 from dispatcher import config as dispatcher_config
-from dispatcher.kubernetes import KubernetesLauncher
-from dispatcher.launchers import LaunchError, LaunchRequest
+from dispatcher.kubernetes import KubernetesLauncher, KubernetesSettings
+from dispatcher.launchers import DockerSettings, LaunchError, LaunchRequest
 from stack.kube import KubeApiServer
 from stack.paths import ROOT
 from tests.integration.test_kubernetes import Cluster, poll_until_exit, terminated
@@ -122,14 +122,14 @@ def test_the_manifests_are_created_as_written(deployed):
 def test_the_configmap_is_a_valid_dispatcher_configuration(tmp_path):
     config = dispatcher_settings(tmp_path)
     assert config.launcher.kind == "kubernetes"
-    assert config.launcher.kubernetes.namespace == NAMESPACE
-    assert config.launcher.kubernetes.credentials_secret == "csep-runner-credentials"
-    assert config.launcher.kubernetes.config_map == "csep-runner-settings"
+    assert config.launcher.settings.namespace == NAMESPACE
+    assert config.launcher.settings.credentials_secret == "csep-runner-credentials"
+    assert config.launcher.settings.config_map == "csep-runner-settings"
     assert config.metrics_port == 8080
 
 
 def test_the_runner_settings_are_variables_runners_read_and_hold_no_credential():
-    runner_variables = set(dispatcher_config.DockerSettings().pass_env)
+    runner_variables = set(DockerSettings().pass_env)
     settings = by_kind("ConfigMap", "csep-runner-settings")["data"]
     assert set(settings) <= runner_variables
     credentials = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "CSEP_METASTORE_PASSWORD",
@@ -143,12 +143,12 @@ def test_the_dispatcher_account_runs_the_launcher(kube_api, deployed, dispatcher
     kubeconfig = kube_api.kubeconfig(tmp_path / "kubeconfig", token=dispatcher_token,
                                      namespace=NAMESPACE)
 
-    def as_dispatcher(settings: dispatcher_config.KubernetesSettings) -> KubernetesLauncher:
+    def as_dispatcher(settings: KubernetesSettings) -> KubernetesLauncher:
         client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
         return KubernetesLauncher(settings, k8s.BatchV1Api(client), k8s.CoreV1Api(client))
 
     # The ConfigMap's settings, listing on every poll rather than every 10 s.
-    settings = attrs.evolve(dispatcher_settings(tmp_path).launcher.kubernetes,
+    settings = attrs.evolve(dispatcher_settings(tmp_path).launcher.settings,
                             poll_interval_seconds=0.0)
     launcher = as_dispatcher(settings)
     attempt = LaunchRequest(spec_uri="s3://cdm-specs/specs/job-rbac/spec.yaml",
@@ -195,7 +195,7 @@ def test_the_dispatcher_account_runs_the_launcher(kube_api, deployed, dispatcher
 
     # A launcher pointed at another namespace is refused at launch.
     elsewhere = as_dispatcher(
-        dispatcher_config.KubernetesSettings(image=settings.image, namespace="elsewhere"))
+        KubernetesSettings(image=settings.image, namespace="elsewhere"))
     with pytest.raises(LaunchError, match="HTTP 403"):
         elsewhere.launch(attempt)
     assert elsewhere.snapshot() is None

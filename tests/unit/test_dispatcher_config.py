@@ -18,12 +18,13 @@ def path(tmp_path):
 
 def test_file_defaults_and_environment_overrides(path):
     config = load(path, {"CSEP_KAFKA__TOPIC": "jobs", "CSEP_MAX_IN_FLIGHT": "8",
+                         "CSEP_LAUNCHER__KIND": "docker",
                          "CSEP_LAUNCHER__DOCKER__PASS_ENV": "[A, B]", "CSEP_CTS_TOKEN": "tok",
                          "CSEP_S3_ENDPOINT_URL": "http://s3"})  # a runner variable: ignored
     assert config.kafka.topic == "jobs"
     assert config.kafka.dlq_topic == "cts-jobs-dlq"
     assert config.max_in_flight == 8
-    assert config.launcher.docker.pass_env == ("A", "B")
+    assert config.launcher.settings.pass_env == ("A", "B")
     assert config.cts_token == "tok"
     assert "tok" not in repr(config)
     assert config.kafka.s3_topic is None
@@ -69,9 +70,9 @@ def test_kubernetes_launcher_settings(path):
                          "CSEP_LAUNCHER__KUBERNETES__IMAGE": "registry/runner@sha256:abc",
                          "CSEP_LAUNCHER__KUBERNETES__CREDENTIALS_SECRET": "csep-creds"})
     assert config.launcher.kind == "kubernetes"
-    assert config.launcher.kubernetes.image == "registry/runner@sha256:abc"
-    assert config.launcher.kubernetes.credentials_secret == "csep-creds"
-    with pytest.raises(ConfigError, match="launcher.kubernetes is required"):
+    assert config.launcher.settings.image == "registry/runner@sha256:abc"
+    assert config.launcher.settings.credentials_secret == "csep-creds"
+    with pytest.raises(ConfigError, match="launcher.kubernetes.image: required field missing"):
         load(path, {"CSEP_LAUNCHER__KIND": "kubernetes"})
     with pytest.raises(ConfigError, match="must not carry credentials"):
         load(path, {"CSEP_LAUNCHER__KIND": "kubernetes",
@@ -85,7 +86,7 @@ def test_the_compose_config_file_is_a_valid_dispatcher_config():
     compose_config = Path(__file__).resolve().parents[2] / "deploy" / "dispatcher.compose.yaml"
     config = load(compose_config, {"CSEP_CTS_TOKEN": "t"})
     assert config.launcher.kind == "docker"
-    assert "AWS_SECRET_ACCESS_KEY" in config.launcher.docker.pass_env
+    assert "AWS_SECRET_ACCESS_KEY" in config.launcher.settings.pass_env
 
 
 

@@ -45,3 +45,13 @@ def test_attempts_lost_to_other_writers_are_paced_by_the_back_off_and_bounded_by
     assert POLICY.after_conflicts(50, 599) <= 11
     # ... until max_elapsed_seconds since the first of them.
     assert POLICY.after_conflicts(1, 601) is None
+
+
+def test_without_jitter_the_backoff_doubles_from_the_initial_wait_up_to_the_cap():
+    exact = RetryPolicy(max_attempts=10, max_elapsed_seconds=600, initial_backoff_seconds=2,
+                        max_backoff_seconds=10, jitter_seconds=0)
+    assert [exact.next_delay(n, 0) for n in range(1, 6)] == [2, 4, 8, 10, 10]
+    assert exact.next_delay(9, 599.9) == 10
+    assert exact.next_delay(10, 0) is None              # max_attempts made
+    assert exact.next_delay(1, 600) is None             # max_elapsed_seconds reached
+    assert exact.after_conflicts(10_000, 0) == 10       # no overflow far past the cap

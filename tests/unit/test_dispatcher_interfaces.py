@@ -1,0 +1,180 @@
+"""The dispatcher's typed interfaces: the event sources' protocol, the launcher registry
+(``launcher.kind`` -> settings class and factory, each declared in its launcher's module)
+and the environment the runners start from, handed to the launcher explicitly."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from dispatcher import kubernetes, launchers
+from dispatcher.__main__ import EXIT_CONFIG, main, runner_environment
+from dispatcher.config import ConfigError, LauncherConfig, load
+from dispatcher.launch import (
+    KIND_MODULES,
+    Launcher,
+    RunnerHandle,
+    UnknownLauncherKind,
+    launcher_kind,
+)
+from dispatcher.sources import CtsSource, EventSource, S3Source
+from registry.registry import DIRS_VARIABLE
+from tests.unit import stubs
+
+FILE = """
+kafka: {bootstrap_servers: "k:9092"}
+cts: {url: "http://cts"}
+spec_store: s3://specs/cse
+"""
+
+
+@pytest.fixture
+def path(tmp_path):
+    file = tmp_path / "dispatcher.yaml"
+    file.write_text(FILE)
+    return file
+
+
+# -- event sources ------------------------------------------------------------------------
+
+def test_the_sources_the_loop_runs_are_event_sources():
+    core = stubs.Core()
+    assert set(core.dispatcher.sources) == {"cts", "s3"}
+    for kind, source in core.dispatcher.sources.items():
+        assert isinstance(source, EventSource)
+        assert source.kind == kind
+    assert isinstance(CtsSource(stubs.Cts(), core.registry), EventSource)
+    assert isinstance(S3Source(stubs.Objects(), core.registry), EventSource)
+
+
+def test_something_without_a_source_s_methods_is_no_event_source():
+    class Half:
+        kind = "half"
+        finish_services = ()
+
+        def parse(self, value, max_bytes):
+            return ()
+
+    assert not isinstance(Half(), EventSource)
+
+
+def test_the_stub_launcher_and_its_runners_are_a_launcher_and_handles():
+    core = stubs.Core()
+    assert isinstance(core.launcher, Launcher)
+    core.announce("job1")
+    core.turn()
+    assert isinstance(core.runner("job1"), RunnerHandle)
+
+
+# -- the launcher registry ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "module", "settings", "launcher"), [
+    ("subprocess", launchers, launchers.SubprocessSettings, launchers.SubprocessLauncher),
+    ("docker", launchers, launchers.DockerSettings, launchers.DockerLauncher),
+    ("kubernetes", kubernetes, kubernetes.KubernetesSettings, kubernetes.KubernetesLauncher),
+])
+def test_each_kind_is_declared_in_its_launcher_s_module(kind, module, settings, launcher):
+    assert KIND_MODULES[kind] == module.__name__
+    entry = launcher_kind(kind)
+    assert entry is module.LAUNCHER_KINDS[kind]
+    assert (entry.name, entry.settings) == (kind, settings)
+    assert entry.factory == launcher.from_settings
+
+
+def test_every_declared_kind_is_registered():
+    declared = {kind for module in (launchers, kubernetes) for kind in module.LAUNCHER_KINDS}
+    assert declared == set(KIND_MODULES)
+
+
+def test_an_unknown_kind_is_an_error_listing_the_known_kinds(path, capsys, monkeypatch):
+    with pytest.raises(UnknownLauncherKind,
+                       match=r"unknown launcher kind 'ssh' \(known: docker, kubernetes, "
+                             r"subprocess\)"):
+        launcher_kind("ssh")
+    with pytest.raises(ConfigError, match="launcher.kind: unknown launcher kind 'ssh'"):
+        load(path, {"CSEP_LAUNCHER__KIND": "ssh"})
+    # The command: one line on stderr, exit status 78.
+    for name in [n for n in os.environ if n.startswith("CSEP_")]:
+        monkeypatch.delenv(name)
+    path.write_text(FILE + "launcher: {kind: ssh}\n")
+    assert main(["--config", str(path)]) == EXIT_CONFIG
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "unknown launcher kind 'ssh' (known: docker, kubernetes, subprocess)" in error
+
+
+def test_a_kind_s_section_is_read_with_its_own_settings_class(path):
+    config = load(path, {"CSEP_LAUNCHER__KIND": "docker",
+                         "CSEP_LAUNCHER__DOCKER__IMAGE": "runner:1",
+                         "CSEP_LAUNCHER__DOCKER__CALL_TIMEOUT_SECONDS": "5"})
+    assert config.launcher == LauncherConfig(
+        "docker", launchers.DockerSettings(image="runner:1", call_timeout_seconds=5.0))
+    # No launcher section: the subprocess launcher with its defaults.
+    assert load(path, {}).launcher == LauncherConfig("subprocess",
+                                                     launchers.SubprocessSettings())
+    assert load(path, {}).launcher == LauncherConfig.default()
+
+
+def test_a_kind_s_settings_are_of_its_own_class():
+    with pytest.raises(ValueError, match="launcher.docker: expected DockerSettings settings, "
+                                         "got SubprocessSettings"):
+        LauncherConfig("docker", launchers.SubprocessSettings())
+    with pytest.raises(UnknownLauncherKind, match="known: docker, kubernetes, subprocess"):
+        LauncherConfig("ssh", launchers.SubprocessSettings())
+
+
+def test_a_file_keeping_other_kinds_sections_still_loads(path):
+    # The format operators use: every kind's section may stay in the file.
+    path.write_text(FILE + "launcher:\n  kind: docker\n  docker: {image: runner:2}\n"
+                    "  subprocess: {standby: false}\n  kubernetes: {namespace: csep}\n")
+    assert load(path, {}).launcher.settings == launchers.DockerSettings(image="runner:2")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CSEP_LAUNCHER__SSH__HOST": "h"},
+     "launcher: unexpected field(s) ssh (besides kind, a section per launcher kind: docker, "
+     "kubernetes, subprocess)"),
+    ({"CSEP_LAUNCHER__KIND": "docker", "CSEP_LAUNCHER__DOCKER__IMAGES": "x"},
+     "launcher.docker: extra fields found (images)"),
+    ({"CSEP_LAUNCHER__KIND": "docker", "CSEP_LAUNCHER__DOCKER__CALL_TIMEOUT_SECONDS": "0"},
+     "launcher.docker: call_timeout_seconds must be positive"),
+    ({"CSEP_LAUNCHER__KIND": "subprocess", "CSEP_LAUNCHER__SUBPROCESS__STANDBY": "maybe"},
+     "launcher.subprocess.standby: invalid value for type, expected bool"),
+    ({"CSEP_LAUNCHER__KIND": "kubernetes"}, "launcher.kubernetes.image: required field missing"),
+    ({"CSEP_LAUNCHER__KIND": "[docker]"}, "launcher.kind: expected one of docker, kubernetes"),
+    ({"CSEP_LAUNCHER": "docker"}, "launcher: expected a mapping"),
+])
+def test_a_bad_launcher_setting_is_one_line_naming_the_key(path, env, message):
+    with pytest.raises(ConfigError) as error:
+        load(path, env)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_kind_whose_module_cannot_be_imported_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dispatcher.kubernetes", None)  # import fails
+    with pytest.raises(UnknownLauncherKind, match="the 'kubernetes' launcher cannot be loaded"):
+        launcher_kind("kubernetes")
+
+
+# -- the runners' environment -------------------------------------------------------------
+
+def test_the_registry_s_directories_reach_the_runners_without_touching_os_environ(path):
+    before = dict(os.environ)
+    environ = {"PATH": "/bin", DIRS_VARIABLE: "@builtin", "CSEP_CTS_TOKEN": "secret"}
+    config = load(path, {"CSEP_REGISTRY_DIRS": "[/opt/importers, '@examples']"})
+    runner_env = runner_environment(config, environ)
+    assert runner_env[DIRS_VARIABLE] == os.pathsep.join(
+        ["@builtin", "/opt/importers", "@examples"])
+    assert environ[DIRS_VARIABLE] == "@builtin"                   # the input is not changed
+    assert runner_environment(load(path, {}), environ) == environ  # no directories: as is
+    # The subprocess launcher's runners get it (and not the token); the Docker launcher's
+    # client has it, to pass as `-e CSEP_IMPORTER_DIRS`.
+    process = LauncherConfig("subprocess", launchers.SubprocessSettings(standby=False))
+    runner = process.make(runner_env).environment()
+    assert runner == {"PATH": "/bin", DIRS_VARIABLE: runner_env[DIRS_VARIABLE]}
+    docker = LauncherConfig("docker", launchers.DockerSettings()).make(runner_env)
+    assert docker.environ == runner_env
+    assert os.environ == before
