@@ -38,11 +38,18 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# The suite runs shuffled (pytest-random-order, in the dev extra): the modules in a random
+# order, the tests of each module in a random order among themselves, so that module and
+# session fixtures are still set up once. pytest's header prints the seed; PYTEST_ARGS,
+# last on the command line, overrides: `make test PYTEST_ARGS=--random-order-seed=N` runs
+# that order again, `PYTEST_ARGS=--random-order-bucket=none` runs in file order.
+RANDOM_ORDER := -p random_order --random-order-bucket=module
+
 test: setup lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(RANDOM_ORDER) $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit $(RANDOM_ORDER) $(PYTEST_ARGS)
 
 run: setup
 	$(PY) -m stack demo $(RUN_ARGS)

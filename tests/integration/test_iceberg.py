@@ -4,7 +4,9 @@ The catalog is SeaweedFS's own Iceberg REST catalog, beside its S3, with OAuth2 
 credentials on; each user's warehouse is provisioned by the stack. The importers are
 written in the Iceberg lakehouse's own style (tests/fixtures/iceberg_importers) and run
 unchanged. What Spark wrote is read back by pyiceberg through the same catalog. The
-tests share one store and run in order: later ones merge into the earlier ones' tables.
+tests share one store; each passes alone and in any order: the sample CheckM2 import that
+creates the user's ``checkm2.quality_report`` is a module fixture, which the tests
+merging into that table or reading it ask for, and every other table is one test's own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 
+import attrs
 import pytest
 
 from contract import result as results
@@ -58,7 +61,7 @@ def env(stack):
     stack.create_iceberg_catalog(USER)
     from stack.local import subprocess_env
     return subprocess_env({**stack.iceberg_runner_env(),
-                           # The built-in CheckM2 importer too (the last test).
+                           # The built-in CheckM2 importer too (its own test).
                            "CSEP_IMPORTER_DIRS": os.pathsep.join(
                                ["@builtin", str(ICEBERG_IMPORTERS)])})
 
@@ -101,11 +104,15 @@ def snapshot_ids(catalog, name: str) -> set[int]:
         return set()
 
 
-def assert_lists_its_snapshots(catalog, result, name: str, before: set[int]) -> str:
+def assert_lists_its_snapshots(catalog, result, name: str, before: set[int],
+                               snapshots: list | None = None) -> str:
     """The result lists exactly the table's snapshots made since ``before`` (their ids,
     operations and counts as pyiceberg reads them), and all of them bear one marker,
-    which is returned."""
-    made = [s for s in catalog.load_table(name).snapshots() if s.snapshot_id not in before]
+    which is returned. ``snapshots`` are the table's as read right after the attempt,
+    when other attempts may have changed it since; by default they are read now."""
+    if snapshots is None:
+        snapshots = catalog.load_table(name).snapshots()
+    made = [s for s in snapshots if s.snapshot_id not in before]
     assert [(s.table, s.snapshot_id, s.operation) for s in result.iceberg_snapshots] == [
         (name, s.snapshot_id, s.summary.operation.value) for s in made]
     for listed, snapshot in zip(result.iceberg_snapshots, made, strict=True):
@@ -117,36 +124,69 @@ def assert_lists_its_snapshots(catalog, result, name: str, before: set[int]) -> 
     return markers.pop() if markers else ""
 
 
-def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, s3, store, env,
-                                                                  catalog):
+@attrs.frozen(kw_only=True)
+class SampleImport:
+    """The sample CheckM2 job's import and what was seen right after it, before any other
+    job of the module merged into its table."""
+
+    done: subprocess.CompletedProcess
+    #: Command lines that held a secret while it ran, and every command line seen.
+    leaks: list[str]
+    seen: set[str]
+    result: results.RunResult
+    #: ``checkm2.quality_report``'s snapshots, rows and the catalog's namespaces then.
+    snapshots: list
+    rows: list[dict]
+    namespaces: list[tuple[str, ...]]
+
+
+@pytest.fixture(scope="module")
+def sample_checkm2(stack, s3, store, env, catalog) -> SampleImport:
+    """The sample CheckM2 job imported once for the module, the first write to the user's
+    ``checkm2.quality_report`` (so it creates the table), while every process's command
+    line is scanned for the stack's secrets."""
     uri = store.put_spec(spec(s3, "checkm2", "ice-checkm2-a", "quality_report.tsv",
                               SAMPLE_REPORT))
     done, leaks, seen = run_while_scanning([sys.executable, "-m", "runner", uri], env,
                                            stack.secrets())
     assert done.returncode == 0, done.stderr[-6000:]
-    assert leaks == []
+    return SampleImport(
+        done=done, leaks=leaks, seen=seen, result=store.results(uri)[-1],
+        snapshots=catalog.load_table("checkm2.quality_report").snapshots(),
+        rows=rows(catalog, "checkm2.quality_report", key=lambda r: r["Name"]),
+        namespaces=catalog.list_namespaces())
+
+
+def test_the_sample_checkm2_job_is_imported_into_an_iceberg_table(stack, catalog,
+                                                                  sample_checkm2):
+    imported = sample_checkm2
+    assert imported.leaks == []
     # The scan saw the runner's JVM, configured for the user's catalog.
-    jvm = [line for line in seen if "SparkSubmit" in line and "cdm-spark-events-runner" in line]
+    jvm = [line for line in imported.seen
+           if "SparkSubmit" in line and "cdm-spark-events-runner" in line]
     assert any("spark.sql.catalog.icy.uri" in line for line in jvm)
-    assert stack.s3.iceberg_credential not in done.stderr
-    result = store.results(uri)[-1]
+    assert stack.s3.iceberg_credential not in imported.done.stderr
+    result = imported.result
     assert result.status == results.Status.SUCCEEDED
     # The table is new: all its snapshots are this attempt's, the one of its creation.
     assert [(s.operation, s.summary["added-records"]) for s in result.iceberg_snapshots] == [
         ("append", "3")]
-    assert_lists_its_snapshots(catalog, result, "checkm2.quality_report", before=set())
+    assert_lists_its_snapshots(catalog, result, "checkm2.quality_report", before=set(),
+                               snapshots=imported.snapshots)
     assert result.delta_commits == ()
 
-    # Bare names in the user's own catalog: no u_icy__ prefix.
-    assert catalog.list_namespaces() == [("checkm2",)]
-    found = rows(catalog, "checkm2.quality_report", key=lambda r: r["Name"])
-    assert [(r["Name"], r["Completeness"], r["cts_job_id"]) for r in found] == [
+    # Bare names in the user's own catalog: no u_icy__ prefix (the other tests of the
+    # module may have made their namespaces already).
+    assert ("checkm2",) in imported.namespaces
+    assert not [n for n in imported.namespaces if n[0].startswith(namespace_prefix(USER))]
+    assert [(r["Name"], r["Completeness"], r["cts_job_id"]) for r in imported.rows] == [
         ("GCA_000005845.2", 99.98, "ice-checkm2-a"),
         ("GCA_000009045.1", 99.87, "ice-checkm2-a"),
         ("GCA_900111795.1", 62.4, "ice-checkm2-a")]
 
 
-def test_a_second_checkm2_job_merges_through_a_temporary_view(s3, store, env, catalog):
+def test_a_second_checkm2_job_merges_through_a_temporary_view(s3, store, env, catalog,
+                                                              sample_checkm2):
     before = snapshot_ids(catalog, "checkm2.quality_report")
     result = run_ok(store, spec(s3, "checkm2", "ice-checkm2-b", "quality_report.tsv",
                                 SECOND_REPORT), env)
@@ -255,7 +295,7 @@ def test_two_runners_merging_into_one_table_at_once_both_commit(s3, store, env, 
 
 
 def test_a_wrong_catalog_credential_is_an_infrastructure_failure(stack, s3, store, env,
-                                                                catalog):
+                                                                catalog, sample_checkm2):
     wrong = {**env, "CSEP_ICEBERG_CREDENTIAL": f"{stack.s3.access_key}:not-the-secret"}
     uri = store.put_spec(spec(s3, "checkm2", "ice-wrong-credential", "quality_report.tsv",
                               SECOND_REPORT))
@@ -267,7 +307,7 @@ def test_a_wrong_catalog_credential_is_an_infrastructure_failure(stack, s3, stor
     assert result.service == "catalog"
     assert "refused the runner's client credentials" in result.message
     assert "not-the-secret" not in result.message + (result.traceback or "") + done.stderr
-    # Nothing was written.
+    # Nothing was written (the sample import made the table).
     assert "ice-wrong-credential" not in {
         r["cts_job_id"] for r in catalog.load_table("checkm2.quality_report").scan().to_arrow()
         .to_pylist()}

@@ -3,7 +3,6 @@ recorded, attempts claimed by one dispatcher only, taken over only after the lea
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
 import attrs
@@ -13,6 +12,7 @@ from contract.spec import EventRef, ImporterRef, JobInfo, JobSpec, Output
 from contract.store import SpecStore
 from dispatcher.ledger import AttemptLedger, lease_expired
 from runner import audit
+from tests.integration.dispatcher_lane import wait_until
 
 T0 = datetime.fromisoformat("2026-11-20T10:15:00+00:00")
 
@@ -59,9 +59,13 @@ def test_attempts_are_claimed_once_and_taken_over_only_after_the_lease(stack):
     assert seen.last_attempt == 1 and seen.open.claim.owner == "dispatcher-a"
     assert not lease_expired(seen.open)
     assert first.renew(uri, claim) is not None
-    time.sleep(2.5)  # dispatcher-a stops renewing: it was killed
-    stale = second.attempts(uri).open
-    assert lease_expired(stale)
+
+    # dispatcher-a stops renewing (it was killed): its claim stays, and its lease runs out.
+    def expired_claim():
+        claimed = second.attempts(uri).open
+        return claimed if claimed is not None and lease_expired(claimed) else None
+
+    stale = wait_until(expired_claim, 60, "dispatcher-a's lease to run out")
     taken = second.take_over(uri, stale)
     assert taken.owner == "dispatcher-b" and taken.attempt == 1
     assert [t.previous_owner for t in taken.takeovers] == ["dispatcher-a"]

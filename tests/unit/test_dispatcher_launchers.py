@@ -38,6 +38,16 @@ def alive(pid):
         return False
 
 
+def ends(pid, limit=20.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def script(body):
     return [sys.executable, "-c", textwrap.dedent(body)]
 
@@ -64,9 +74,7 @@ def test_subprocess_over_its_timeout_is_killed_with_its_children(tmp_path):
     handle = launcher.launch(attrs.evolve(REQUEST, timeout_seconds=1.0))
     ended = wait(handle)
     assert ended.timed_out and ended.exit_code is None and ended.signal == 9
-    child = int(marker.read_text())
-    time.sleep(0.2)
-    assert not alive(child)
+    assert ends(int(marker.read_text()))
 
 
 def test_subprocess_kill():
@@ -184,15 +192,18 @@ def test_an_attempts_timeout_starts_when_it_is_handed_over(tmp_path):
 
 
 def test_a_standby_runner_that_ended_is_replaced_and_the_attempt_starts_its_own(tmp_path):
-    dead = STANDBY_RUNNER.replace('if args == ["--standby"]:',
-                                  'if args == ["--standby"]:\n        sys.exit(3)')
+    dead = STANDBY_RUNNER.replace(
+        'if args == ["--standby"]:',
+        'if args == ["--standby"]:\n        open(log, "a").write(f"ended {{os.getpid()}}\\n")'
+        '\n        sys.exit(3)')
     launcher, log = standby_launcher(tmp_path, code=0, body=dead)
     try:
-        time.sleep(0.5)  # the standby runner has ended
+        [gave_up] = lines(log)
+        assert ends(int(gave_up.split()[1]))  # the standby runner has ended
         ended = wait(launcher.launch(REQUEST))
         assert ended.exit_code == 0
         runs = [line.split(" ", 2) for line in lines(log) if line.startswith("run ")]
-        standby = {line.split()[1] for line in lines(log) if line.startswith("standby ")}
+        standby = {line.split()[1] for line in lines(log) if line.startswith("ended ")}
         assert [args for _, _, args in runs] == ['["s3://specs/j1/t1/spec.yaml"]']
         assert runs[0][1] not in standby
     finally:

@@ -24,6 +24,8 @@ def event(key: str = "raw/my file ü.tsv", principal: str | None = "alice", size
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
+    # This test's own tool_importer.py is imported, not one a test before it imported.
+    monkeypatch.delitem(sys.modules, "tool_importer", raising=False)
     (tmp_path / "tool_importer.py").write_text("def run_import(g, j, m):\n    pass\n")
 
     def load(**files: str) -> Registry:

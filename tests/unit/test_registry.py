@@ -33,6 +33,8 @@ def importer_yaml(image: str = "example.org/team/tool", py_module: str = "tool_i
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
+    # This test's own tool_importer.py is imported, not one a test before it imported.
+    monkeypatch.delitem(sys.modules, "tool_importer", raising=False)
     write(tmp_path, "tool_importer.py", MODULE)
     return tmp_path
 
