@@ -266,8 +266,7 @@ class Dispatcher:
                 accepting=accepting, max_records=free,
                 timeout_ms=10 if Stage.FINISH in stages else 50 if Stage.RUNNING in stages
                 else 200 if self.work else 500)
-            for record in records:
-                self._take_in(record)
+            self._take_in(records)
             self._advance_all(draining)
             # A breaker no held event needs has nobody to probe it: the next event will.
             self.breakers.release_unneeded(
@@ -297,30 +296,91 @@ class Dispatcher:
             if work.not_before <= clock.monotonic() and (not draining or work.stage in _DRAINED):
                 self._advance(work)
 
-    def _take_in(self, record) -> None:
-        source = self._source_of(record)
-        try:
-            parsed = source.parse(record.value, self.config.kafka.max_message_bytes)
-        except Exception as error:
-            work = Work(record, source)
-            self.work[work.key] = work
-            return self._contain(work, error)
-        if len(parsed) > 1:
-            self._parts_left[(TopicPartition(record.topic, record.partition),
-                              record.offset)] = len(parsed)
-        for part, event in enumerate(parsed):
-            work = Work(record, source, part=part, parts=len(parsed))
-            self.work[work.key] = work
-            if isinstance(event, Exception):  # this record of the message is malformed
-                self._contain(work, event)
-            elif not event.actionable:
+    def _take_in(self, records: list[Any]) -> None:
+        """Take a poll's records in. Events only acknowledged (not actionable) are
+        finished here, together (:meth:`_acknowledge`); the others wait for their steps."""
+        ignored: list[tuple[Any, Any, Any]] = []  # (record, source, event)
+        for record in records:
+            source = self._source_of(record)
+            try:
+                parsed = source.parse(record.value, self.config.kafka.max_message_bytes)
+            except Exception as error:
+                work = Work(record, source)
+                self.work[work.key] = work
+                self._contain(work, error)
+                continue
+            if len(parsed) == 1 and not isinstance(parsed[0], Exception) \
+                    and not parsed[0].actionable:
+                ignored.append((record, source, parsed[0]))  # most events: acknowledged
+                continue
+            if len(parsed) > 1:
+                self._parts_left[(TopicPartition(record.topic, record.partition),
+                                  record.offset)] = len(parsed)
+            for part, event in enumerate(parsed):
+                work = Work(record, source, part=part, parts=len(parsed))
+                self.work[work.key] = work
+                if isinstance(event, Exception):  # this record of the message is malformed
+                    self._contain(work, event)
+                    continue
                 work.event = event
+                if not event.actionable:
+                    self._ignore(work)
+        if ignored:
+            self._acknowledge(ignored)
+
+    def _ignore(self, work: Work) -> None:
+        """Conclude a non-actionable event and finish it now, one event's way."""
+        if getattr(work.event, "reason", None):
+            log.info("%s: acknowledged", work.event.reason, extra=work.context)
+        work.conclude(Outcome.IGNORED)
+        self._advance(work)
+
+    def _acknowledge(self, ignored: list[tuple[Any, Any, Any]]) -> None:
+        """Finish a poll's non-actionable events (each the one record of its message)
+        together: what :meth:`_finish` does for each, its counts made once.
+
+        Containment is the one-event way's: each event's own part (its source's
+        ``finished``) is tried alone, and from the first that raises on, events go the
+        one-event way (:meth:`_ignore`): that one is contained (held, or behind the
+        breaker of the service it blamed), the later ones pass the breaker check each.
+        While any breaker is open, every event goes that way."""
+        if self.breakers.any_open():
+            return self._ignore_each(ignored)
+        for index, (record, source, event) in enumerate(ignored):
+            try:
                 if getattr(event, "reason", None):
-                    log.info("%s: acknowledged", event.reason, extra=work.context)
+                    log.info("%s: acknowledged", event.reason,
+                             extra=Work(record, source, event=event).context)
+                source.finished(event, Outcome.IGNORED.value)
+            except Exception as error:
+                self._acknowledged(ignored[:index])
+                work = Work(record, source, event=event)
                 work.conclude(Outcome.IGNORED)
-                self._advance(work)  # acknowledged now: most events are, at intake's speed
-            else:
-                work.event = event
+                self.work[work.key] = work
+                self._contain(work, error)  # held: finishing is tried again
+                return self._ignore_each(ignored[index + 1:])
+        self._acknowledged(ignored)
+
+    def _ignore_each(self, ignored: list[tuple[Any, Any, Any]]) -> None:
+        for record, source, event in ignored:
+            work = Work(record, source, event=event)
+            self.work[work.key] = work
+            self._ignore(work)
+
+    def _acknowledged(self, finished: list[tuple[Any, Any, Any]]) -> None:
+        """The finishing of events whose source recorded their end: counted, the newest
+        shown in ``/status``, the dead-letter streak broken, their offsets committable."""
+        if not finished:
+            return
+        self.metrics.events.labels(Outcome.IGNORED.value).inc(len(finished))
+        # Only the newest outcomes are kept for /status: older ones would be pushed out.
+        for record, source, event in finished[-(self.health.recent.maxlen or 0):]:
+            work = Work(record, source, event=event)
+            work.conclude(Outcome.IGNORED)
+            self.health.finished(self._finished_entry(work))
+        self.streaks.finished(None, False, "")  # (every breaker is closed: none to close)
+        for record, _, _ in finished:
+            self.intake.finish(record)
 
     def _source_of(self, record):
         """A record's source: the one its dead letter recorded (a DLQ replay), else its
@@ -465,10 +525,7 @@ class Dispatcher:
         if work.event is not None:
             work.source.finished(work.event, work.outcome.value)
         self.metrics.events.labels(work.outcome.value).inc()
-        self.health.finished({**work.context, "importer": getattr(work.importer, "name", None),
-                              "outcome": work.outcome.value,
-                              "error_class": work.failure.error_class if work.failure else None,
-                              "reason": work.failure.reason if work.failure else None})
+        self.health.finished(self._finished_entry(work))
         if self.streaks.finished(work.importer.name if work.importer else None,
                                  work.outcome is Outcome.DEAD_LETTERED,
                                  work.failure.reason if work.failure else ""):
@@ -479,6 +536,15 @@ class Dispatcher:
         work.stage = Stage.DONE
         del self.work[work.key]
         self._record_finished(work)
+
+    @staticmethod
+    def _finished_entry(work: Work) -> dict[str, Any]:
+        """What ``/status`` shows of a finished event."""
+        assert work.outcome is not None  # finished: the event is concluded
+        return {**work.context, "importer": getattr(work.importer, "name", None),
+                "outcome": work.outcome.value,
+                "error_class": work.failure.error_class if work.failure else None,
+                "reason": work.failure.reason if work.failure else None}
 
     def _record_finished(self, work: Work) -> None:
         """The record's offset may be committed once its last event finished."""
