@@ -5,8 +5,9 @@ while a runner works for hours), takes new events in, moves every event it holds
 forward, and commits per partition up to the first unfinished event. An event comes from
 one of the sources of :mod:`dispatcher.sources` (a CTS job-state message, or one record
 of an S3 event notification: a message of several records is several events, and its
-offset is committed once all of them finished). It moves through these stages, each step
-idempotent so any of them may be repeated:
+offset is committed once all of them finished). It moves through these stages, each its
+own frozen record (:mod:`dispatcher.stages`), each step idempotent so any of them may be
+repeated:
 
     PREPARE   ask the event's source for the import (CTS: fetch the job, find the
               importer of its image; S3: route the object, look it up and take its
@@ -17,8 +18,12 @@ idempotent so any of them may be repeated:
               another dispatcher's attempt on the same spec; claim the next attempt, launch
     RUNNING   the runner works (its claim's lease renewed); on exit: record the attempt,
               decide done / retry / DLQ
-    FINISH    make the outcome durable: DLQ record acknowledged, CTS meta
+    FINISH    make the outcome durable: DLQ record acknowledged, CTS meta; then tell the
+              finishing hooks (:mod:`dispatcher.finishing`: counts, /status, streaks)
     (done)    the offset may be committed
+
+An event only acknowledged (a state other than complete) is concluded as it is taken
+in, and a poll's worth of them is finished together (the hooks told once).
 
 Each event is contained: whatever a step raises ends that event alone, in the DLQ with
 its class, reason and traceback, unless :mod:`common.faults` says a service is at fault.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +52,7 @@ from dispatcher import dlq, events
 from dispatcher.breakers import Breakers
 from dispatcher.clock import SYSTEM_CLOCK, Clock
 from dispatcher.config import Config
+from dispatcher.finishing import CountOutcomes, DeadLetterStreaks, FinishHook, ShowRecent
 from dispatcher.intake import Intake
 from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit
 from dispatcher.ledger import OWNER, AttemptLedger, Attempts, lease_expired
@@ -54,7 +61,8 @@ from dispatcher.retry import RetryPolicy, Verdict, verdict
 from dispatcher.slots import RunnerSlots
 from dispatcher.sources import CtsSource, NoImport, Pending, S3Source
 from dispatcher.stages import (
-    Done,
+    DONE,
+    IGNORED,
     Finish,
     Held,
     Import,
@@ -82,45 +90,6 @@ BACKLOG_COMMIT_SECONDS = 1.0
 _RUNNER_SERVICES = ("launcher", "docker", "kubernetes", "runner", "s3", "metastore", "spark")
 _SERVICES = {Stage.QUEUED: _RUNNER_SERVICES, Stage.RUNNING: ("s3",)}
 _DRAINED = (Stage.RUNNING, Stage.FINISH)  # what still moves during a shutdown
-
-
-class DeadLetterStreaks:
-    """Dead-lettered events in a row, per importer and across all events."""
-
-    def __init__(self, settings) -> None:
-        self.settings = settings
-        self._runs: dict[str | None, int] = {}
-        self._all = 0
-        self._halted: dict[str, str] = {}
-        self.halted_all: str | None = None
-
-    def halted(self, importer: str) -> bool:
-        return importer in self._halted or self.halted_all is not None
-
-    def finished(self, importer: str | None, dead: bool, reason: str) -> bool:
-        """Count one finished event; True when it starts a halt."""
-        self._all = self._all + 1 if dead else 0
-        if importer is not None:
-            self._runs[importer] = self._runs.get(importer, 0) + 1 if dead else 0
-        limit, all_limit = self.settings.limit, self.settings.all_limit
-        if (importer is not None and limit and self._runs[importer] >= limit
-                and importer not in self._halted):
-            self._halted[importer] = (f"importer {importer} halted after {limit} dead-lettered "
-                                      f"events in a row (last: {reason[:300]})")
-            return True
-        if all_limit and self._all >= all_limit and self.halted_all is None:
-            self.halted_all = (f"intake halted after {all_limit} dead-lettered events in a row "
-                               f"(last: {reason[:300]})")
-            return True
-        return False
-
-    def importers(self) -> list[str]:
-        """The halted importers' names."""
-        return sorted(self._halted)
-
-    def problem(self) -> str | None:
-        reasons = [*self._halted.values(), *filter(None, [self.halted_all])]
-        return "; ".join(reasons) or None
 
 
 class Dispatcher:
@@ -155,7 +124,10 @@ class Dispatcher:
         self.metrics = metrics
         self.health = health
         self.breakers = Breakers(config.infrastructure_budget_seconds, clock=clock.monotonic)
-        self.streaks = DeadLetterStreaks(config.dead_letter_streak)
+        self.streaks = DeadLetterStreaks(config.dead_letter_streak, on_halt=self._halted)
+        #: Told of every finished event (:mod:`dispatcher.finishing`).
+        self.finish_hooks: list[FinishHook] = [CountOutcomes(metrics), ShowRecent(health),
+                                               self.streaks]
         self.health.problems = lambda: "; ".join(
             filter(None, [self.breakers.problem(), self.streaks.problem()])) or None
         self.slots = RunnerSlots(config.max_in_flight)
@@ -230,7 +202,7 @@ class Dispatcher:
     def _take_in(self, records: list[Any]) -> None:
         """Take a poll's records in. Events only acknowledged (not actionable) are
         finished here, together (:meth:`_acknowledge`); the others wait for their steps."""
-        ignored: list[tuple[Any, Any, Any]] = []  # (record, source, event)
+        ignored: list[Held] = []
         for record in records:
             source = self._source_of(record)
             try:
@@ -241,7 +213,8 @@ class Dispatcher:
                 continue
             if len(parsed) == 1 and not isinstance(parsed[0], Exception) \
                     and not parsed[0].actionable:
-                ignored.append((record, source, parsed[0]))  # most events: acknowledged
+                # Most events: acknowledged, concluded from the start.
+                ignored.append(Held(record, source, event=parsed[0], state=IGNORED))
                 continue
             if len(parsed) > 1:
                 self._parts_left[(TopicPartition(record.topic, record.partition),
@@ -269,9 +242,9 @@ class Dispatcher:
         held.conclude(Outcome.IGNORED)
         self._advance(held)
 
-    def _acknowledge(self, ignored: list[tuple[Any, Any, Any]]) -> None:
+    def _acknowledge(self, ignored: list[Held]) -> None:
         """Finish a poll's non-actionable events (each the one record of its message)
-        together: what :meth:`_finish` does for each, its counts made once.
+        together: what :meth:`_finish` does for each, the hooks told once.
 
         Containment is the one-event way's: each event's own part (its source's
         ``finished``) is tried alone, and from the first that raises on, events go the
@@ -280,38 +253,20 @@ class Dispatcher:
         While any breaker is open, every event goes that way."""
         if self.breakers.any_open():
             return self._ignore_each(ignored)
-        for index, (record, source, event) in enumerate(ignored):
+        for index, held in enumerate(ignored):
             try:
-                if getattr(event, "reason", None):
-                    log.info("%s: acknowledged", event.reason,
-                             extra=Held(record, source, event=event).context)
-                source.finished(event, Outcome.IGNORED.value)
+                if getattr(held.event, "reason", None):
+                    log.info("%s: acknowledged", held.event.reason, extra=held.context)
+                held.source.finished(held.event, Outcome.IGNORED.value)
             except Exception as error:
-                self._acknowledged(ignored[:index])
-                held = self._hold(Held(record, source, event=event))
-                held.conclude(Outcome.IGNORED)
-                self._contain(held, error)  # held: finishing is tried again
+                self._finished(ignored[:index])
+                self._contain(self._hold(held), error)  # held: finishing is tried again
                 return self._ignore_each(ignored[index + 1:])
-        self._acknowledged(ignored)
+        self._finished(ignored)
 
-    def _ignore_each(self, ignored: list[tuple[Any, Any, Any]]) -> None:
-        for record, source, event in ignored:
-            self._ignore(self._hold(Held(record, source, event=event)))
-
-    def _acknowledged(self, finished: list[tuple[Any, Any, Any]]) -> None:
-        """The finishing of events whose source recorded their end: counted, the newest
-        shown in ``/status``, the dead-letter streak broken, their offsets committable."""
-        if not finished:
-            return
-        self.metrics.events.labels(Outcome.IGNORED.value).inc(len(finished))
-        # Only the newest outcomes are kept for /status: older ones would be pushed out.
-        for record, source, event in finished[-(self.health.recent.maxlen or 0):]:
-            held = Held(record, source, event=event)
-            held.conclude(Outcome.IGNORED)
-            self.health.finished(self._finished_entry(held))
-        self.streaks.finished(None, False, "")  # (every breaker is closed: none to close)
-        for record, _, _ in finished:
-            self.intake.finish(record)
+    def _ignore_each(self, ignored: list[Held]) -> None:
+        for held in ignored:
+            self._ignore(self._hold(held))
 
     def _source_of(self, record):
         """A record's source: the one its dead letter recorded (a DLQ replay), else its
@@ -444,51 +399,57 @@ class Dispatcher:
             held.not_before = self.clock.monotonic() + delay
 
     def _finish(self, held: Held, state: Finish) -> None:
-        if state.outcome is Outcome.DEAD_LETTERED and not state.dead_letter_sent:
-            failure = state.failure
-            assert failure is not None  # a dead letter is concluded with its failure
-            # Sent now, acknowledged by a later turn: the records of a turn go out together.
-            pending = state.dead_letter
-            if pending is None:
-                pending = self.dead_letters.send(dlq.dead_letter(
-                    topic=held.record.topic, partition=held.record.partition,
-                    offset=held.record.offset, key=held.record.key,
-                    value=held.dead_letter_value(), failure=failure,
-                    minimal=state.finish_failures > 0, redact=self.dead_letters.redact,
-                    source=held.source.kind,
-                    record_index=held.part if held.parts > 1 else None))
-            # Until it is acknowledged; a send that failed is made again, minimal.
-            held.state = state = attrs.evolve(state, dead_letter=None)
-            if not self.dead_letters.acknowledged(pending):
-                held.state = attrs.evolve(state, dead_letter=pending)
-                return
-            held.state = state = attrs.evolve(state, dead_letter_sent=True)
-            self.metrics.dead_letters.labels(failure.error_class).inc()
-            log.warning("dead-lettered: %s", failure.reason, extra=held.context)
+        """Make the outcome durable (its dead letter acknowledged, the source's record of
+        it), then tell the hooks; each part is done once, whatever fails after it."""
+        if state.outcome is Outcome.DEAD_LETTERED and not state.dead_letter_sent \
+                and not self._dead_letter(held, state):
+            return  # not acknowledged yet
         if held.event is not None:
             held.source.finished(held.event, state.outcome.value)
-        self.metrics.events.labels(state.outcome.value).inc()
-        self.health.finished(self._finished_entry(held))
-        importer = state.plan.importer.name if state.plan else None
-        if self.streaks.finished(importer, state.outcome is Outcome.DEAD_LETTERED,
-                                 state.failure.reason if state.failure else ""):
-            log.error("%s", self.streaks.problem(), extra=held.context)
-            if self.config.dead_letter_streak.action == "exit":
-                self._exit_status = EXIT_DEAD_LETTER_STREAK
-                self.stop()
-        held.state = Done()
+        self._finished([held])
         del self.work[held.key]
-        self._record_finished(held)
 
-    @staticmethod
-    def _finished_entry(held: Held) -> dict[str, Any]:
-        """What ``/status`` shows of a finished event."""
-        state = held.state
-        assert isinstance(state, Finish)  # finished: the event is concluded
-        return {**held.context, "importer": state.plan.importer.name if state.plan else None,
-                "outcome": state.outcome.value,
-                "error_class": state.failure.error_class if state.failure else None,
-                "reason": state.failure.reason if state.failure else None}
+    def _dead_letter(self, held: Held, state: Finish) -> bool:
+        """Send the event's dead letter (once) and tell whether the DLQ acknowledged it.
+        Sent in one turn, acknowledged by a later one: the records of a turn go out
+        together."""
+        failure = state.failure
+        assert failure is not None  # a dead letter is concluded with its failure
+        pending = state.dead_letter
+        if pending is None:
+            pending = self.dead_letters.send(dlq.dead_letter(
+                topic=held.record.topic, partition=held.record.partition,
+                offset=held.record.offset, key=held.record.key,
+                value=held.dead_letter_value(), failure=failure,
+                minimal=state.finish_failures > 0, redact=self.dead_letters.redact,
+                source=held.source.kind, record_index=held.part if held.parts > 1 else None))
+        # Until it is acknowledged; a send that failed is made again, minimal.
+        held.state = state = attrs.evolve(state, dead_letter=None)
+        if not self.dead_letters.acknowledged(pending):
+            held.state = attrs.evolve(state, dead_letter=pending)
+            return False
+        held.state = attrs.evolve(state, dead_letter_sent=True)
+        self.metrics.dead_letters.labels(failure.error_class).inc()
+        log.warning("dead-lettered: %s", failure.reason, extra=held.context)
+        return True
+
+    def _finished(self, finished: Sequence[Held]) -> None:
+        """Events whose outcome is durable: the hooks are told, their offsets may be
+        committed."""
+        if not finished:
+            return
+        for hook in self.finish_hooks:
+            hook(finished)
+        for held in finished:
+            held.state = DONE
+            self._record_finished(held)
+
+    def _halted(self, held: Held) -> None:
+        """A dead-letter streak halted an importer, or intake."""
+        log.error("%s", self.streaks.problem(), extra=held.context)
+        if self.config.dead_letter_streak.action == "exit":
+            self._exit_status = EXIT_DEAD_LETTER_STREAK
+            self.stop()
 
     def _record_finished(self, held: Held) -> None:
         """The record's offset may be committed once its last event finished."""

@@ -3,7 +3,8 @@
 An event moves ``Prepare -> Queued -> Running -> Finish -> Done`` (back to ``Queued`` for
 a retry or an infrastructure failure; to ``Finish`` from any stage once its outcome is
 known; see :mod:`dispatcher.loop`). Each stage's record holds only what that stage has;
-a step replaces the record, never changes it. :class:`Held` is what stays the same: the
+a step replaces the record, never changes it, so a record can be shared (every event
+only acknowledged starts from :data:`IGNORED`). :class:`Held` is what stays the same: the
 Kafka record, the event's source and the event.
 """
 
@@ -105,6 +106,9 @@ class Done:
 
 
 State = Prepare | Queued | Running | Finish | Done
+#: The state of every event only acknowledged (a record can be shared: none changes).
+IGNORED = Finish(outcome=Outcome.IGNORED)
+DONE = Done()
 
 
 @attrs.define

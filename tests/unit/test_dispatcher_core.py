@@ -732,6 +732,27 @@ def test_a_poisoned_event_among_acknowledged_ones_is_contained_alone():
     assert len(core.dead_letters()) == 1
 
 
+def test_finish_hooks_are_told_of_each_event_once_and_of_a_poll_s_acknowledged_ones_together():
+    core = Core()
+    told: list[list[tuple[str | None, str]]] = []
+    core.dispatcher.finish_hooks.append(lambda finished: told.append(
+        [(getattr(held.event, "job_id", None), held.state.outcome.value) for held in finished]))
+    core.announce("job0", state="created")
+    core.announce("job1")
+    core.announce("job2", state="canceled")
+    core.consumer.append("cts-jobs", b"{not json")
+    core.announce("job3", state="error")
+    core.turn()
+    assert told == [[("job0", "ignored"), ("job2", "ignored"), ("job3", "ignored")],
+                    [(None, "dead_lettered")]]
+    core.runner("job1").end(0)
+    core.turn()
+    assert told[2:] == [[("job1", "imported")]]
+    assert core.metric("csep_events_total", outcome="ignored") == 3
+    assert core.metric("csep_events_total", outcome="imported") == 1
+    assert core.metric("csep_events_total", outcome="dead_lettered") == 1
+
+
 def test_an_acknowledged_event_blaming_a_service_holds_the_events_after_it_behind_its_breaker():
     core = Core()
     for n in range(5):
