@@ -27,6 +27,9 @@ class InvalidIdentifier(ValueError):
 def check_segment(field: str, value: str) -> str:
     """Return ``value`` if it is usable as one path segment, else raise
     :class:`InvalidIdentifier` naming ``field`` and the reason."""
+    if (type(value) is str and 0 < len(value) * 3 <= MAX_ENCODED_BYTES and value.isascii()
+            and value.isprintable() and value not in (".", "..")):
+        return value  # the usual id, in one test: short printable ASCII, not a dot segment
     _check_text(field, value)
     if value in (".", ".."):
         raise InvalidIdentifier(f"{field}: {value!r} is not a usable path segment")

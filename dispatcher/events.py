@@ -59,6 +59,7 @@ class MalformedMessage(ValueError):
 
 
 _converter = converter(forbid_extra_keys=False)
+_STATES = {state.value: state for state in JobState}
 T = TypeVar("T")
 
 
@@ -84,10 +85,32 @@ def parse(value: bytes | None, max_bytes: int) -> CtsEvent:
     """Parse a Kafka record value. Raises :class:`MalformedMessage` with the reason, and
     nothing else, whatever the bytes."""
     data = json_object(value, max_bytes)
+    event = _usual(data)
+    if event is not None:
+        return event
     try:
         return structure(data, CtsEvent, _converter)
     except ValueError as error:  # a StructureError naming the field, or an unknown state
         raise MalformedMessage(f"message does not fit the CTS event schema: {error}") from error
+
+
+def _usual(data: dict) -> CtsEvent | None:
+    """The event of a message whose four fields are plainly right (strings, a known state,
+    an ISO 8601 time with its offset, usable ids), built without the converter: the same
+    event it would build, at a fraction of the cost (most messages are acknowledged at
+    intake's speed). None for anything else: the converter then says what is wrong."""
+    job_id, state, time = data.get("job_id"), data.get("state"), data.get("time")
+    trans_id = data.get("trans_id")
+    if not (type(job_id) is str and type(state) is str and type(time) is str
+            and type(trans_id) is str) or state not in _STATES:
+        return None
+    try:
+        when = datetime.fromisoformat(time)
+        if when.utcoffset() is None:
+            return None
+        return CtsEvent(job_id=job_id, state=_STATES[state], time=when, trans_id=trans_id)
+    except ValueError:  # not ISO 8601, or an id the validators refuse
+        return None
 
 
 def json_object(value: bytes | None, max_bytes: int) -> dict:

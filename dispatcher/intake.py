@@ -53,12 +53,12 @@ class Intake:
         self._pause(accepting)
         batch = self.consumer.poll(timeout_ms=timeout_ms, max_records=max(max_records, 1))
         taken = []
-        for records in batch.values():
+        offsets = self.offsets
+        for partition, records in batch.items():
             for record in records:
-                partition = TopicPartition(record.topic, record.partition)
-                if self.offsets.seen(partition, record.offset):
+                if offsets.seen(partition, record.offset):
                     continue
-                self.offsets.start(partition, record.offset)
+                offsets.start(partition, record.offset)
                 taken.append(record)
         return taken
 

@@ -33,7 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from dispatcher.status_page import render
 
-#: The outcomes of ``csep_events_total`` (``dispatcher.loop.Outcome``), exported at 0 from
+#: The outcomes of ``csep_events_total`` (``dispatcher.stages.Outcome``), exported at 0 from
 #: the start: a rate or an increase sees the first event of each, not only the second.
 OUTCOMES = ("imported", "ignored", "no_importer", "dead_lettered")
 #: How many finished events ``/status`` and the status page show.

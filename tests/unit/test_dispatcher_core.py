@@ -14,6 +14,7 @@ import attrs
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 
+from common.faults import Fault, ServiceFailure
 from contract import claim as claims
 from contract.result import Status
 from dispatcher.config import DeadLetterStreakSettings, KafkaSettings, RetrySettings
@@ -666,6 +667,110 @@ def test_a_job_of_an_image_without_an_importer_is_acknowledged_as_a_no_op():
     assert core.launcher.runners == [] and core.dead_letters() == []
     assert core.metric("csep_events_total", outcome="no_importer") == 1
     assert core.cts.meta == [("job1", "cse_event_processing_no_operation")]
+
+
+# -- events only acknowledged: a poll's worth finished together ---------------------------
+
+def _poison(core: Core, job_id: str, error: Exception) -> list[str]:
+    """Make the CTS source's ``finished`` raise ``error`` for ``job_id``; returns the
+    list of jobs whose end it recorded, in order (cleared to lift the poison)."""
+    source, finished, poisoned = core.dispatcher.sources["cts"], [], [job_id]
+    original = source.finished
+
+    def finish(event, outcome: str) -> None:
+        if event.job_id in poisoned:
+            raise error
+        finished.append(event.job_id)
+        original(event, outcome)
+
+    source.finished = finish
+    core.lift = poisoned.clear
+    return finished
+
+
+def test_a_backlog_of_acknowledged_events_is_counted_shown_and_committed():
+    core = Core()
+    for n in range(300):
+        core.announce(f"job{n}", state="created" if n % 2 else "upload_submitted")
+    core.turn()  # one poll of max_buffered_events (256), the rest at the next
+    assert core.metric("csep_events_total", outcome="ignored") == 256
+    core.turn()
+    assert core.metric("csep_events_total", outcome="ignored") == 300
+    recent = core.dispatcher.health.recent
+    assert [e["job_id"] for e in recent] == [f"job{n}" for n in range(250, 300)]
+    assert recent[-1] | {"finished_at": 0} == {
+        "finished_at": 0, "job_id": "job299", "topic": "cts-jobs", "partition": 0,
+        "offset": 299, "attempt": None, "spec_uri": None, "source": "cts", "importer": None,
+        "outcome": "ignored", "error_class": None, "reason": None}
+    assert core.consumer.committed_offset(core.partition(0)) == 300
+    assert core.dispatcher.work == {} and core.cts.meta == []
+
+
+def test_a_poisoned_event_among_acknowledged_ones_is_contained_alone():
+    core = Core()
+    for job_id in ("job0", "job1"):
+        core.announce(job_id, state="created")
+    core.consumer.append("cts-jobs", b"{not json")
+    for job_id in ("job3", "job4"):
+        core.announce(job_id, state="created")
+    finished = _poison(core, "job3", RuntimeError("a bug while finishing"))
+    core.turn()
+    assert finished == ["job0", "job1", "job4"]
+    assert [s.header("__connect.errors.exception.class.name")
+            for s in core.dead_letters()] == ["MalformedMessage"]
+    assert core.stage("job3") == "finish"  # held: finishing it is tried again
+    assert core.metric("csep_events_total", outcome="ignored") == 3
+    assert core.consumer.committed_offset(core.partition(0)) == 3
+    assert [e["job_id"] for e in core.dispatcher.health.recent] == [
+        "job0", "job1", "job4", None]
+
+    core.lift()
+    core.turn()
+    assert core.stage("job3") is None and finished[-1] == "job3"
+    assert core.metric("csep_events_total", outcome="ignored") == 4
+    assert core.consumer.committed_offset(core.partition(0)) == 5
+    assert len(core.dead_letters()) == 1
+
+
+def test_finish_hooks_are_told_of_each_event_once_and_of_a_poll_s_acknowledged_ones_together():
+    core = Core()
+    told: list[list[tuple[str | None, str]]] = []
+    core.dispatcher.finish_hooks.append(lambda finished: told.append(
+        [(getattr(held.event, "job_id", None), held.state.outcome.value) for held in finished]))
+    core.announce("job0", state="created")
+    core.announce("job1")
+    core.announce("job2", state="canceled")
+    core.consumer.append("cts-jobs", b"{not json")
+    core.announce("job3", state="error")
+    core.turn()
+    assert told == [[("job0", "ignored"), ("job2", "ignored"), ("job3", "ignored")],
+                    [(None, "dead_lettered")]]
+    core.runner("job1").end(0)
+    core.turn()
+    assert told[2:] == [[("job1", "imported")]]
+    assert core.metric("csep_events_total", outcome="ignored") == 3
+    assert core.metric("csep_events_total", outcome="imported") == 1
+    assert core.metric("csep_events_total", outcome="dead_lettered") == 1
+
+
+def test_an_acknowledged_event_blaming_a_service_holds_the_events_after_it_behind_its_breaker():
+    core = Core()
+    for n in range(5):
+        core.announce(f"job{n}", state="created")
+    finished = _poison(core, "job2", ServiceFailure("cts", Fault.INFRASTRUCTURE, "CTS down"))
+    core.turn()
+    assert finished == ["job0", "job1"]  # job3 and job4 wait for the CTS's breaker
+    assert {core.stage(f"job{n}") for n in (2, 3, 4)} == {"finish"}
+    assert core.dispatcher.breakers.states()["cts"]["open"]
+    assert core.consumer.committed_offset(core.partition(0)) == 2
+    assert core.metric("csep_infrastructure_failures_total", service="cts") == 1
+
+    core.lift()
+    core.wait(RUNNER_SERVICES_DOWN)  # the probe goes through and closes the breaker
+    assert finished == ["job0", "job1", "job2", "job3", "job4"]
+    assert not core.dispatcher.breakers.any_open()
+    assert core.metric("csep_events_total", outcome="ignored") == 5
+    assert core.consumer.committed_offset(core.partition(0)) == 5
 
 
 # -- S3 notifications: several events in one record -------------------------------------

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from dispatcher.loop import Outcome
 from dispatcher.metrics import OUTCOMES, RECENT_OUTCOMES, Health, Metrics, serve
+from dispatcher.stages import Outcome
 from stack.process import free_ports
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"

@@ -15,6 +15,7 @@ from datetime import datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.convert import structure
 from contract.identifiers import InvalidIdentifier, check_bucket, check_object_key, check_segment
 from contract.spec import EventRef, ImporterRef, JobSpec
 from contract.store import SpecStore
@@ -69,6 +70,20 @@ def test_message_shaped_json_parses_or_is_malformed(message):
     event = _parse_event(json.dumps(message).encode())
     if event is not None:
         assert event.job_id == message["job_id"] and event.trans_id == message["trans_id"]
+
+
+@SETTINGS
+@given(messages)
+def test_the_usual_message_s_shortcut_builds_what_the_converter_builds(message):
+    # events._usual builds the common message's event without the converter; it must
+    # never accept what the converter refuses, nor build anything else.
+    usual = events._usual(message)
+    try:
+        converted = structure(message, events.CtsEvent, events._converter)
+    except ValueError:
+        assert usual is None
+        return
+    assert usual is None or usual == converted
 
 
 @SETTINGS
