@@ -15,10 +15,13 @@ own layer or above. From the bottom:
    (``intake``), the attempt ledger on S3 (``ledger``), the configuration (``config``),
    and the launchers, each owning its settings (``launchers``: subprocess and Docker;
    ``kubernetes``);
-3. what combines parts: the event sources (``sources``) and the service breakers
-   (``breakers``);
-4. the loop (``loop``);
-5. the entry points: ``python -m dispatcher`` (``__main__``) and the DLQ tool
+3. what combines parts: the event sources (``sources``), the service breakers
+   (``breakers``) and the stages an event goes through, each a frozen record of its own
+   (``stages``);
+4. what finishing an event tells (``finishing``: outcome counts, the recent events of
+   ``/status``, dead-letter streaks);
+5. the loop (``loop``);
+6. the entry points: ``python -m dispatcher`` (``__main__``) and the DLQ tool
    (``dlq_tool``).
 
 The launcher kinds' modules (layer 2) are loaded by name by ``launch`` (layer 1) when
@@ -30,7 +33,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("events", "errors", "clock", "offsets", "slots", "dlq", "status_page", "launch"),
     ("s3events", "cts", "retry", "metrics", "intake", "ledger", "config", "launchers",
      "kubernetes"),
-    ("sources", "breakers"),
+    ("sources", "breakers", "stages"),
+    ("finishing",),
     ("loop",),
     ("__main__", "dlq_tool"),
 )

@@ -54,7 +54,7 @@ from dispatcher.clock import SYSTEM_CLOCK, Clock
 from dispatcher.config import Config
 from dispatcher.finishing import CountOutcomes, DeadLetterStreaks, FinishHook, ShowRecent
 from dispatcher.intake import Intake
-from dispatcher.launchers import LaunchError, LaunchRequest, RunnerExit
+from dispatcher.launch import LaunchError, LaunchRequest, RunnerExit
 from dispatcher.ledger import OWNER, AttemptLedger, Attempts, lease_expired
 from dispatcher.metrics import Health, Metrics
 from dispatcher.retry import RetryPolicy, Verdict, verdict

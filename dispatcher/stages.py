@@ -19,7 +19,7 @@ from kafka import TopicPartition
 
 from contract.claim import AttemptClaim
 from dispatcher import dlq
-from dispatcher.launchers import RunnerExit, RunnerHandle
+from dispatcher.launch import RunnerExit, RunnerHandle
 from dispatcher.ledger import Attempts
 from dispatcher.retry import RetryPolicy
 

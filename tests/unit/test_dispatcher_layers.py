@@ -56,7 +56,7 @@ def test_an_upward_or_sideways_import_is_caught():
     assert upward_imports("retry", "from dispatcher.launchers import RunnerExit\n") == [
         "retry (layer 2) imports launchers (layer 2)"]
     assert upward_imports("config", "def f():\n    from dispatcher import loop\n") == [
-        "config (layer 2) imports loop (layer 4)"]
+        "config (layer 2) imports loop (layer 5)"]
     assert upward_imports("events", "import dispatcher.nowhere\n") == [
         "events (layer 1) imports nowhere (layer ?)"]
     assert upward_imports("loop", "from dispatcher.retry import verdict\n") == []
