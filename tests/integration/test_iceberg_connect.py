@@ -13,6 +13,7 @@ are searched for the credential.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +22,19 @@ import pytest
 
 from contract import result as results
 from contract.store import SpecStore
+from importers.tables import COMPLETION_TIME_COLUMN
 from stack.connect_driver import WARMUP_PREFIX
 from stack.local import subprocess_env
 from tests.conftest import SPARK_CONNECT_WARMUP
 from tests.integration.dispatcher_lane import Lane, wait_until
-from tests.integration.test_runner import make_spec, upload
+from tests.integration.test_runner import (
+    COMPLETED,
+    REPORT_A,
+    checkm2_spec,
+    make_spec,
+    run_runner,
+    upload,
+)
 from tests.integration.test_secrets import run_while_scanning
 
 ICEBERG_IMPORTERS = Path(__file__).resolve().parents[1] / "fixtures" / "iceberg_importers"
@@ -38,6 +47,10 @@ ANNOTATIONS = (
     "*\tgene1\tK00001\t100.5\t150.2\t1.2e-40\talcohol dehydrogenase\n"
     "\tgene1\tK00002\t200.0\t20.1\t0.5\taldehyde reductase\n")
 USERS = ("icca", "iccb")
+EXAMPLES = Path(__file__).resolve().parents[2] / "importers" / "examples"
+STATS = ("file\tformat\ttype\tnum_seqs\tsum_len\tmin_len\tavg_len\tmax_len\n"
+         "contigs.fa\tFASTA\tDNA\t120\t4500000\t500\t37500.5\t900000\n"
+         "plasmids.fa\tFASTA\tDNA\t3\t60000\t5000\t20000.0\t40000\n")
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +208,45 @@ def test_iceberg_style_importers_run_over_connect_through_the_dispatcher(stack, 
     annotations = catalog.load_table("kofamscan.annotations").scan().to_arrow().to_pylist()
     assert [(r["gene_name"], r["KO"], r["cts_job_id"]) for r in annotations] == [
         ("gene1", "K00001", jobs[2]["id"])]
+
+
+def test_a_declarative_importer_and_the_built_in_one_run_over_connect(stack, s3, env):
+    """The example declarative importer (a YAML file, no Python) and the built-in CheckM2
+    importer, both on the helper library: tables created in the session's format, a
+    guarded MERGE, and a replay that leaves the rows as they were."""
+    user = "icce"
+    stack.create_iceberg_catalog(user)
+    store = SpecStore(f"s3://{stack.lake_bucket}/iceberg-connect-specs", s3)
+    run_env = {**env, "CSEP_IMPORTER_DIRS": os.pathsep.join(["@builtin", str(EXAMPLES)])}
+    stats = upload(s3, "cts-out", "icc-seqkit/all.stats.tsv", STATS)
+    seqkit = make_spec("icc-seqkit", "ghcr.io/kbasetest/cdm_seqkit", "seqkit_stats",
+                       "importers.declarative", [stats], user=user)
+    report = upload(s3, "cts-out", "icc-builtin/quality_report.tsv", REPORT_A)
+    catalog = stack.iceberg_catalog(user)
+
+    def imported(made) -> results.RunResult:
+        uri = store.put_spec(made)
+        done = run_runner(uri, run_env)
+        assert done.returncode == 0, done.stderr[-6000:]
+        result = store.results(uri)[-1]
+        assert result.status == results.Status.SUCCEEDED
+        return result
+
+    def stats_rows() -> list[tuple]:
+        found = catalog.load_table("seqkit.stats").scan().to_arrow().to_pylist()
+        return sorted((r["file"], r["num_seqs"], r["avg_len"], r["cts_job_id"],
+                       r[COMPLETION_TIME_COLUMN]) for r in found)
+
+    first = imported(seqkit)
+    assert {s.table for s in first.iceberg_snapshots} == {"seqkit.stats"}
+    expected = [("contigs.fa", 120, 37500.5, "icc-seqkit", COMPLETED),
+                ("plasmids.fa", 3, 20000.0, "icc-seqkit", COMPLETED)]
+    assert stats_rows() == expected
+    imported(seqkit)  # a replay
+    assert stats_rows() == expected
+
+    imported(checkm2_spec("icc-builtin", [report], user=user))
+    found = catalog.load_table("checkm2.quality_report").scan().to_arrow().to_pylist()
+    assert sorted((r["genome_name"], r["completeness"], r["cts_job_id"]) for r in found) == [
+        ("GCA_1", 98.5, "icc-builtin"), ("GCA_2", 75.0, "icc-builtin")]
+    assert sorted(catalog.list_namespaces()) == [("checkm2",), ("seqkit",)]
