@@ -101,7 +101,7 @@ def test_the_server_has_iceberg_no_users_catalog_and_warms_up_on_iceberg(stack, 
     # warehouses hold nothing of it.
     for user in USERS:
         stack.create_iceberg_catalog(user)
-        assert stack.iceberg_catalog(user).list_namespaces() == []
+        assert ("warmup",) not in stack.iceberg_catalog(user).list_namespaces()
 
 
 def test_two_users_at_once_cannot_reach_each_others_catalog(stack, s3, env, server,
@@ -161,6 +161,30 @@ def test_two_users_at_once_cannot_reach_each_others_catalog(stack, s3, env, serv
         for name, text in texts.items():
             assert secret not in text, f"secret {index} in the server's {name}"
         assert secret not in done.stderr + other_err + other_out
+
+
+def test_a_wrong_catalog_credential_over_connect_is_an_infrastructure_failure(
+        stack, s3, env, server):
+    """The session is given the runner's credential: a wrong one is refused by the
+    catalog, the attempt is the infrastructure's, and neither the runner nor the server
+    shows the wrong secret; the server serves the next session as before."""
+    store = SpecStore(f"s3://{stack.lake_bucket}/iceberg-connect-specs", s3)
+    wrong = {**env, "CSEP_ICEBERG_CREDENTIAL": f"{stack.s3.access_key}:not-the-secret"}
+    uri = store.put_spec(make_spec("icc-wrong-credential",
+                                   "example.org/iceberg-style/mmseqs2", "iceberg-style mmseqs2",
+                                   "iceberg_mmseqs2", [upload(
+                                       s3, "cts-out", "icc-wrong/cluster_results_cluster.tsv",
+                                       CLUSTERS)], {"namespace": "mmseqs2"}, user=USERS[0]))
+    done = run_runner(uri, wrong)
+
+    assert done.returncode == 69, done.stderr[-6000:]
+    result = store.results(uri)[-1]
+    assert (result.status, result.service) == (results.Status.INFRASTRUCTURE, "catalog")
+    assert "refused the runner's client credentials" in result.message
+    assert "not-the-secret" not in result.message + (result.traceback or "") + done.stderr
+    for name, text in server_texts(server).items():
+        assert "not-the-secret" not in text, name
+    assert ("mmseqs2",) not in stack.iceberg_catalog(USERS[0]).list_namespaces()
 
 
 def test_iceberg_style_importers_run_over_connect_through_the_dispatcher(stack, s3, env,
