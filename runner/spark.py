@@ -49,7 +49,13 @@ With an ``sc://`` master the session is a Spark Connect client: S3, Delta and th
 metastore are configured on the server, and only the URL is used here. Each runner gets a
 session of its own on the server (its own session configuration and temporary views);
 a server that does not answer within :data:`CONNECT_TIMEOUT` raises
-:class:`SparkUnavailable` instead of leaving the runner waiting.
+:class:`SparkUnavailable` instead of leaving the runner waiting. With ``iceberg`` the
+server has Iceberg's runtime and extensions but no user's catalog
+(:meth:`SparkSettings.spark_conf` without a user): the runner sets the job user's catalog
+on its own session when it opens it (:meth:`SparkSettings.session_conf`, over the gRPC
+connection), credential included. A Connect session is a Spark session of its own on the
+server, with its own configuration and catalogs: another runner's session, of another
+user, cannot name this one's catalogs.
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ TOKEN_PATH = "/v1/oauth/tokens"
 #: Spark's default redaction (``(?i)secret|password|token|access[.]key``) and the Iceberg
 #: catalog's ``credential`` property.
 REDACTION_REGEX = r"(?i)secret|password|token|access[.]key|credential"
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 
 #: AWS SDK v2's provider of ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (and
 #: ``AWS_SESSION_TOKEN``); hadoop-aws 3.4 takes SDK v2 providers as they are.
@@ -146,8 +153,7 @@ class SparkSettings:
         """Read the ``CSEP_*``/``AWS_*`` variables above; unset ones take their defaults.
 
         Raises ``ValueError`` naming the variable for an unknown ``CSEP_TABLE_FORMAT`` or
-        a warehouse template without ``{user}``, and for ``iceberg`` with an ``sc://``
-        master (the Spark Connect server is Delta's only, so far)."""
+        a warehouse template without ``{user}``."""
         table_format = (environ.get("CSEP_TABLE_FORMAT") or "delta").strip().lower()
         if table_format not in TABLE_FORMATS:
             raise ValueError(f"CSEP_TABLE_FORMAT={table_format!r}: expected one of "
@@ -157,9 +163,6 @@ class SparkSettings:
             raise ValueError(f"CSEP_ICEBERG_WAREHOUSE={warehouse!r}: the template must "
                              f"contain {{user}} (one warehouse per user)")
         master = environ.get("CSEP_SPARK_MASTER") or "local[*]"
-        if table_format == "iceberg" and master.startswith("sc://"):
-            raise ValueError("CSEP_TABLE_FORMAT=iceberg is for classic runners: a Spark "
-                             "Connect server (CSEP_SPARK_MASTER=sc://...) serves Delta only")
         jars = _jar_list(environ.get("CSEP_SPARK_JARS") or str(_DEFAULT_JARS))
         if table_format == "iceberg":
             jars += _jar_list(environ.get("CSEP_ICEBERG_JARS") or str(_DEFAULT_ICEBERG_JARS))
@@ -232,6 +235,14 @@ class SparkSettings:
         return {f"spark.sql.catalog.{name}.credential": self.iceberg_credential
                 for name in (DEFAULT_CATALOG, user)}
 
+    def session_conf(self, user: str) -> dict[str, str]:
+        """What a session on a server without user catalogs (a Spark Connect server on
+        ``iceberg``) is given at its start to become ``user``'s: the catalog under both
+        names, its credential, and ``my`` as the default catalog. Secrets included: set
+        with ``spark.conf.set`` on the session, never in a server's configuration."""
+        return {**self.catalog_conf(user), **self.catalog_secrets(user),
+                "spark.sql.defaultCatalog": DEFAULT_CATALOG}
+
     @property
     def is_connect(self) -> bool:
         return self.master.startswith("sc://")
@@ -239,7 +250,11 @@ class SparkSettings:
     def spark_conf(self, executor_cores: int = 1, user: str | None = None) -> dict[str, str]:
         """The classic-session configuration: Delta, S3A, the metastore, the jars; with
         ``iceberg``, Iceberg and ``user``'s catalog (without its credential) instead of
-        Delta and the metastore."""
+        Delta and the metastore.
+
+        With ``iceberg`` and no ``user``, a Spark Connect server's: Iceberg's runtime and
+        extensions and no catalog of any user (each session gets its user's,
+        :meth:`session_conf`), so that no session sees a catalog it was not given."""
         conf = {
             "spark.app.name": "cdm-spark-events-runner",
             "spark.executor.cores": str(executor_cores),
@@ -279,14 +294,10 @@ class SparkSettings:
             # would reach the JVM's command line, which every local user can read.
             conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = ENV_CREDENTIALS_PROVIDER
         if self.is_iceberg:
-            if user is None:
-                raise ValueError("CSEP_TABLE_FORMAT=iceberg: a session is configured for "
-                                 "one job user's catalog, and none was given (a Spark "
-                                 "Connect server serves Delta only, so far)")
-            conf["spark.sql.extensions"] = (
-                "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
-            conf.update(self.catalog_conf(user))
-            conf["spark.sql.defaultCatalog"] = DEFAULT_CATALOG
+            conf["spark.sql.extensions"] = ICEBERG_EXTENSIONS
+            if user is not None:
+                conf.update(self.catalog_conf(user))
+                conf["spark.sql.defaultCatalog"] = DEFAULT_CATALOG
             return conf
         conf["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
         conf["spark.sql.catalog.spark_catalog"] = (
@@ -426,7 +437,9 @@ def spark_factory(settings: SparkSettings, *,
     docs/contracts.md).
 
     ``user`` names the job's user when the session is made: with ``iceberg``, the
-    session's catalogs are that user's.
+    session's catalogs are that user's (a classic session's from its start, a Connect
+    session's set on it before it is returned), and a session without a user is refused
+    with ``ValueError``.
 
     The session is created on the first call, not before: a runner that fails its checks
     never pays for a JVM. Later calls return the same session. With an ``sc://`` master,
@@ -437,10 +450,17 @@ def spark_factory(settings: SparkSettings, *,
     def get_spark(*, executor_cores: int = 1) -> SparkSession:
         from pyspark.sql import SparkSession
 
-        if settings.is_connect:
-            return _connect_session(settings.master, connect_timeout)
-        builder = SparkSession.builder.master(settings.master)
         job_user = user()
+        if settings.is_iceberg and job_user is None:
+            raise ValueError("CSEP_TABLE_FORMAT=iceberg: a session is given one job "
+                             "user's catalog, and no user is known yet")
+        if settings.is_connect:
+            session = _connect_session(settings.master, connect_timeout)
+            if settings.is_iceberg:
+                assert job_user is not None
+                _set_all(session, settings.session_conf(job_user))
+            return session
+        builder = SparkSession.builder.master(settings.master)
         for key, value in settings.spark_conf(executor_cores, job_user).items():
             builder = builder.config(key, value)
         # pyspark starts the JVM with a copy of os.environ: that is how the credentials
@@ -450,7 +470,7 @@ def spark_factory(settings: SparkSettings, *,
         if settings.is_iceberg:
             # Catalogs are loaded on first use, from the session's configuration as it
             # is then: the credential goes over py4j's socket, not the JVM's command line.
-            assert job_user is not None  # spark_conf refused an Iceberg session without one
+            assert job_user is not None
             for key, value in settings.catalog_secrets(job_user).items():
                 session.conf.set(key, value)
         return session
@@ -470,6 +490,18 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _set_all(session: SparkSession, conf: Mapping[str, str]) -> None:
+    """Set ``conf`` on a Connect session in one request where the client can (pyspark
+    4.0's ``_set_all``), else one request per setting. Catalogs are loaded on first use,
+    so they are the user's from the session's first query on."""
+    set_all = getattr(session.conf, "_set_all", None)
+    if set_all is not None:
+        set_all(dict(conf), silent=False)
+        return
+    for key, value in conf.items():
+        session.conf.set(key, value)
 
 
 def _connect_session(url: str, timeout: float) -> SparkSession:

@@ -13,9 +13,10 @@
     python -m stack demo [--keep-running] [--classic-spark] [--iceberg]
         the stack with its Spark Connect server, plus the dispatcher, whose runners are
         clients of that warm server (with --classic-spark: each runner starts its own
-        local[*] Spark instead; with --iceberg too, and they import into an Iceberg
-        table in the sample user's warehouse of the stack's REST catalog); replay the
-        sample event set (stack/samples: a CheckM2 job) end to end and show the result
+        local[*] Spark instead; with --iceberg the server, or the runners' own Spark, is
+        on the iceberg table format, and they import into an Iceberg table in the sample
+        user's warehouse of the stack's REST catalog); replay the sample event set
+        (stack/samples: a CheckM2 job) end to end and show the result
     python -m stack replay DIR [--topic T] [--dlq-topic T] [--group G] [--timeout S]
                            [--state FILE]
         replay the event set DIR into the running stack (.stack/stack.json): upload its
@@ -96,9 +97,9 @@ def up(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from stack.demo import run_demo
 
-    # The Spark Connect server serves Delta only: on Iceberg each runner starts its own.
-    connect = not (args.classic_spark or args.iceberg)
-    with LocalStack(spark_connect=connect) as stack, running(stack, args.iceberg):
+    with LocalStack(spark_connect=not args.classic_spark,
+                    table_format="iceberg" if args.iceberg else "delta") as stack, (
+            running(stack, args.iceberg)):
         status = run_demo(stack, keep_running=args.keep_running, wait=wait_for_signal,
                           iceberg=args.iceberg)
     print("stack stopped")

@@ -23,7 +23,10 @@ artifact would serve all of them. Runners add none: importers come with the runn
 Before the port opens, the driver can warm itself up (:func:`warm_up`, property
 :data:`WARMUP_MERGES`): a server just started runs its first MERGEs several times slower
 than one that has been importing for a while, as the JVM loads classes and compiles
-Spark's and Delta's code; the warm-up pays that before the first import does.
+Spark's and Delta's code; the warm-up pays that before the first import does. A server
+on the ``iceberg`` table format (property :data:`WARMUP_FORMAT`) warms up on an Iceberg
+table instead, in a Hadoop catalog in the scratch directory, defined on the warm-up's own
+session only: no REST catalog, no user's warehouse, and no client session sees it.
 
 Only pyspark and the standard library are imported: ``spark-submit`` runs this file by
 path, with the interpreter that started the server (``PYSPARK_DRIVER_PYTHON``).
@@ -41,28 +44,42 @@ import time
 PARENT_CHECK_SECONDS = 1.0
 #: The Spark property that sets how many MERGEs :func:`warm_up` runs (0 or unset: none).
 WARMUP_MERGES = "spark.csep.connect.warmupMerges"
+#: The Spark property naming the table format the warm-up writes: ``delta`` (default) or
+#: ``iceberg``.
+WARMUP_FORMAT = "spark.csep.connect.warmupFormat"
+#: The warm-up session's own Iceberg catalog (a Hadoop catalog in the scratch directory).
+WARMUP_CATALOG = "csep_warmup"
 WARMUP_PREFIX = "warmup-"
 WARMUP_COLUMNS = "name, completeness, contamination, size"
 WARMUP_SCHEMA = "name STRING, completeness DOUBLE, contamination DOUBLE, size BIGINT"
 
 
-def warm_up(spark, rounds: int, parent: str) -> int:
-    """Run ``rounds`` small imports, as an importer makes them, into a Delta table in a
-    scratch directory under ``parent`` on the local file system, then remove it; return
-    how many MERGEs the table's history shows committed.
+def warm_up(spark, rounds: int, parent: str, table_format: str = "delta") -> int:
+    """Run ``rounds`` small imports, as an importer makes them, into a ``table_format``
+    table in a scratch directory under ``parent`` on the local file system, then remove
+    it; return how many MERGEs the table's history shows committed.
 
     Each round reads a 3-row TSV file (as text, as ``importers.delimited`` does), checks
-    its keys, and MERGEs it in with a guarded upsert like ``importers.tables.merge``'s,
-    every tenth one followed by Delta's checkpoint. The table is path-based, in a session
-    of its own: nothing reaches the metastore, the lake, or the sessions clients get.
+    its keys, and MERGEs it in with a guarded upsert like ``importers.tables.merge``'s
+    (on Delta every tenth one followed by Delta's checkpoint). The table is in a session
+    of its own, path-based (Delta) or in that session's own Hadoop catalog (Iceberg):
+    nothing reaches the metastore, a REST catalog, the lake, or the sessions clients get.
     """
     session = spark.newSession()
     scratch = tempfile.mkdtemp(prefix=WARMUP_PREFIX, dir=os.path.abspath(parent))
-    table = "delta.`file://{}/table`".format(scratch.replace("`", "``"))
     source = os.path.join(scratch, "source.tsv")
+    if table_format == "iceberg":
+        prefix = f"spark.sql.catalog.{WARMUP_CATALOG}"
+        session.conf.set(prefix, "org.apache.iceberg.spark.SparkCatalog")
+        session.conf.set(f"{prefix}.type", "hadoop")
+        session.conf.set(f"{prefix}.warehouse", f"file://{scratch}/warehouse")
+        table = f"{WARMUP_CATALOG}.warmup.merges"
+        session.sql(f"CREATE NAMESPACE IF NOT EXISTS {WARMUP_CATALOG}.warmup")
+    else:
+        table = "delta.`file://{}/table`".format(scratch.replace("`", "``"))
     try:
         session.sql(f"CREATE TABLE {table} ({WARMUP_SCHEMA}, completed TIMESTAMP) "
-                    "USING delta")
+                    f"USING {table_format}")
         for round_ in range(rounds):
             with open(source, "w", encoding="utf-8") as out:
                 out.write("name\tcompleteness\n")
@@ -83,6 +100,9 @@ def warm_up(spark, rounds: int, parent: str) -> int:
                 "WHEN MATCHED AND (t.completed IS NULL OR s.completed >= t.completed) AND "
                 "(NOT (t.completeness <=> s.completeness) OR NOT (t.size <=> s.size)) "
                 "THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+        if table_format == "iceberg":
+            # An empty table has no snapshot: each one is a MERGE's.
+            return session.table(f"{table}.snapshots").count()
         return session.sql(f"DESCRIBE HISTORY {table}").where("operation = 'MERGE'").count()
     finally:
         session.catalog.dropTempView("warmup_source")
@@ -100,15 +120,16 @@ def main() -> int:
     # properties file (stack.spark_connect.server_conf).
     spark = SparkSession.builder.getOrCreate()
     rounds = int(spark.conf.get(WARMUP_MERGES, "0"))
+    table_format = spark.conf.get(WARMUP_FORMAT, "delta")
     if rounds > 0:
         # A failed warm-up costs speed, not service: the server opens its port anyway.
         try:
             # The working directory is the server's data directory (stack.spark_connect).
             started = time.monotonic()
-            merged = warm_up(spark, rounds, os.getcwd())
+            merged = warm_up(spark, rounds, os.getcwd(), table_format)
             seconds = time.monotonic() - started
-            print(f"warm-up: {merged} MERGEs committed in {seconds:.1f} s", file=sys.stderr,
-                  flush=True)
+            print(f"warm-up: {merged} MERGEs committed in {seconds:.1f} s "
+                  f"({table_format})", file=sys.stderr, flush=True)
         except Exception as error:  # noqa: BLE001 - any failure: serve unwarmed
             print(f"warm-up failed, serving without it: {type(error).__name__}: {error}",
                   file=sys.stderr, flush=True)

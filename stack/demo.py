@@ -27,8 +27,9 @@ TOPIC, DLQ_TOPIC, GROUP = replay.DEFAULT_TOPIC, replay.DEFAULT_DLQ_TOPIC, replay
 
 def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
              timeout: float = 600.0, iceberg: bool = False) -> int:
-    """``iceberg``: the runners use the ``iceberg`` table format (classic Spark) on the
-    sample user's warehouse, provisioned here first."""
+    """``iceberg``: the runners use the ``iceberg`` table format on the sample user's
+    warehouse, provisioned here first (over the stack's Spark Connect server, which must
+    then be on ``iceberg`` too, or each with a classic Spark of its own)."""
     state = StackState.of(stack)
     stack.kafka.create_topic(TOPIC, 3)
     stack.kafka.create_topic(DLQ_TOPIC, 1)
@@ -40,7 +41,11 @@ def run_demo(stack: LocalStack, *, keep_running: bool, wait: Callable[[], None],
     runner_env = stack.connect_runner_env() if stack.spark_connect else None
     if iceberg:
         stack.create_iceberg_catalog(samples.CHECKM2.doc["user"])
-        runner_env = stack.iceberg_runner_env()
+        if stack.spark_connect and stack.table_format != "iceberg":
+            raise ValueError("an Iceberg demo needs the stack's Spark Connect server on "
+                             "iceberg: LocalStack(table_format='iceberg')")
+        runner_env = (stack.connect_runner_env() if stack.spark_connect
+                      else stack.iceberg_runner_env())
     dispatcher = DispatcherProcess(stack, stack.base_dir / "dispatcher", config,
                                    env=runner_env).start()
     try:

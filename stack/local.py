@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner.spark import TOKEN_PATH, SparkSettings
+from runner.spark import TABLE_FORMATS, TOKEN_PATH, SparkSettings
 from stack import jars
 from stack.cts_double import CTSDouble
 from stack.kafka import KafkaBroker
@@ -40,11 +40,16 @@ class LocalStack:
     With ``spark_cluster=True`` (or a later :meth:`start_spark_cluster`) a Spark
     standalone cluster (a master and two workers) joins them too, and a Spark Connect
     server started with it uses it as its master.
+
+    ``table_format`` is the Spark Connect server's (and :meth:`connect_runner_env`'s):
+    ``delta`` (the metastore's Delta tables) or ``iceberg`` (the users' warehouses in the
+    stack's Iceberg REST catalog; the server has no user's catalog, each runner's session
+    is given its user's when it opens).
     """
 
     def __init__(self, base_dir: Path | None = None, keep_data: bool = False,
                  spark_connect: bool = False, spark_connect_warmup: int = 0,
-                 spark_cluster: bool = False) -> None:
+                 spark_cluster: bool = False, table_format: str = "delta") -> None:
         parent = ROOT / ".stack"
         parent.mkdir(exist_ok=True)
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="run-", dir=parent))
@@ -63,6 +68,10 @@ class LocalStack:
         self.spark_cluster: SparkCluster | None = None
         self._with_spark_cluster = spark_cluster
         self.spark_connect_warmup = spark_connect_warmup
+        if table_format not in TABLE_FORMATS:
+            raise ValueError(f"table format {table_format!r}: expected one of "
+                             f"{', '.join(TABLE_FORMATS)}")
+        self.table_format = table_format
         self._started: list = []
 
     def start(self) -> LocalStack:
@@ -85,26 +94,37 @@ class LocalStack:
         ``local[*]``, or with ``on_cluster`` the stack's Spark cluster (which must be
         started).
 
-        Delta's Connect plug-ins (jar profile ``spark-connect``, built by ``make setup``,
-        or here with Maven when missing) are on, so clients can use ``DeltaTable``; a
-        failed build raises ``subprocess.CalledProcessError``. A :class:`Supervisor`
-        (:attr:`spark_connect_supervisor`) starts the server again, on the same port,
-        whenever its process exits before :meth:`stop`.
+        On ``delta``, Delta's Connect plug-ins (jar profile ``spark-connect``, built by
+        ``make setup``, or here with Maven when missing) are on, so clients can use
+        ``DeltaTable``; a failed build raises ``subprocess.CalledProcessError``. A
+        :class:`Supervisor` (:attr:`spark_connect_supervisor`) starts the server again, on
+        the same port, whenever its process exits before :meth:`stop`.
         """
         if self.spark_connect is None:
-            cluster = self.cluster_runner_env() if on_cluster else {}
-            settings = SparkSettings.from_env({**self.runner_env(), **cluster})
-            server = SparkConnectServer(settings, self.base_dir / "spark-connect",
-                                        delta_connect_jars=_delta_connect_jars(),
-                                        warmup_merges=self.spark_connect_warmup,
-                                        environment=cluster)
-            if on_cluster:
-                # The server reads its own properties file, not spark-defaults.conf.
-                server.conf.update(self.spark_cluster.client_defaults())
+            server = self.spark_connect_server(self.table_format, "spark-connect",
+                                               warmup_merges=self.spark_connect_warmup,
+                                               on_cluster=on_cluster)
             supervisor = Supervisor(server).start()
             self._started.append(supervisor)
             self.spark_connect, self.spark_connect_supervisor = server, supervisor
         return self.spark_connect
+
+    def spark_connect_server(self, table_format: str, name: str, *, warmup_merges: int = 0,
+                             on_cluster: bool = False, **options) -> SparkConnectServer:
+        """A Spark Connect server on this stack on ``table_format``, not started (its
+        caller starts and stops it), with its data in ``<base_dir>/<name>``; ``options``
+        go to :class:`SparkConnectServer` (``memory``, say)."""
+        cluster = self.cluster_runner_env() if on_cluster else {}
+        env = self.iceberg_runner_env() if table_format == "iceberg" else self.runner_env()
+        settings = SparkSettings.from_env({**env, **cluster})
+        plugins = () if settings.is_iceberg else _delta_connect_jars()
+        server = SparkConnectServer(settings, self.base_dir / name,
+                                    delta_connect_jars=plugins, warmup_merges=warmup_merges,
+                                    environment=cluster, **options)
+        if on_cluster:
+            # The server reads its own properties file, not spark-defaults.conf.
+            server.conf.update(self.spark_cluster.client_defaults())
+        return server
 
     def start_spark_cluster(self) -> SparkCluster:
         """Start (once) a Spark standalone cluster, a master and two workers of 2 cores
@@ -166,7 +186,9 @@ class LocalStack:
         """The environment of a runner that uses the stack's Spark Connect server."""
         if self.spark_connect is None:
             raise RuntimeError("the stack has no Spark Connect server: start_spark_connect()")
-        return {**self.runner_env(), "CSEP_SPARK_MASTER": self.spark_connect.url}
+        env = self.iceberg_runner_env() if self.table_format == "iceberg" else (
+            self.runner_env())
+        return {**env, "CSEP_SPARK_MASTER": self.spark_connect.url}
 
     def create_iceberg_catalog(self, user: str) -> str:
         """Provision ``user``'s Iceberg warehouse (an S3 table bucket), as an operator

@@ -19,6 +19,14 @@ without them Delta works through SQL and the DataFrame reader/writer only.
 reads the ``CSEP_*`` environment of ``runner/spark.py`` (``CSEP_SPARK_MASTER`` is then the
 server's own master: ``local[*]`` or ``spark://...``) and serves until SIGTERM, starting
 the server again on the same port if its JVM exits.
+
+With ``CSEP_TABLE_FORMAT=iceberg`` the server has Iceberg's runtime (``CSEP_ICEBERG_JARS``)
+and SQL extensions, and no Delta, no metastore and no catalog of any user: each runner's
+session is given its job user's catalog (as ``my`` and ``<user>``) and the catalog
+credential when it opens (:meth:`runner.spark.SparkSettings.session_conf`), over its own
+gRPC connection. The server itself needs no catalog credential, only the S3 keys Iceberg's
+S3FileIO reads data files with; ``spark.redaction.regex`` covers the credential in what
+the server shows of a session's settings.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from pathlib import Path
 import attrs
 
 from runner.spark import SparkSettings
-from stack.connect_driver import WARMUP_MERGES
+from stack.connect_driver import WARMUP_FORMAT, WARMUP_MERGES
 from stack.process import ServerProcess, free_ports, port_open
 from stack.supervisor import Supervisor
 
@@ -104,6 +112,14 @@ logger.rdd.level = error
 """
 
 
+#: Spark's event log, off on a server on ``iceberg``: each job's event carries the
+#: ``spark.*`` settings of the session that ran it (Spark copies them into the job's
+#: properties), the session's catalog credential among them, and the event log redacts
+#: only the properties that are in the server's own configuration, which a user's
+#: catalog is not (``EventLoggingListener.redactProperties``, Spark 4.0).
+EVENT_LOG = "spark.eventLog.enabled"
+
+
 def spark_home() -> Path:
     """pyspark's own Spark distribution (``bin/spark-submit``, ``jars/``)."""
     import pyspark
@@ -117,12 +133,19 @@ def server_conf(settings: SparkSettings, host: str, port: int,
     """The server's Spark properties: the runner's classic configuration plus the gRPC
     binding, the heap (``memory``, as ``spark.driver.memory`` takes it: ``4g``), the
     number of warm-up MERGEs before it serves, and the Delta Connect plug-ins when their
-    jars are given."""
+    jars are given.
+
+    On ``iceberg``: Iceberg's runtime and extensions, the redaction of the catalog
+    credential, and no catalog of any user (a session is given its user's when it opens:
+    :meth:`runner.spark.SparkSettings.session_conf`); Delta's plug-ins are refused."""
     if warmup_merges < 0:
         raise ValueError(f"warm-up MERGEs must be 0 or more, not {warmup_merges}")
     if settings.is_connect:
         raise ValueError("a Spark Connect server needs a classic master (local[*] or "
                          f"spark://...), not {settings.master}")
+    if settings.is_iceberg and delta_connect_jars:
+        raise ValueError("Delta's Connect plug-ins serve Delta tables: a server on the "
+                         "iceberg table format takes none")
     with_plugins = attrs.evolve(settings, jars=settings.jars + tuple(delta_connect_jars))
     conf = with_plugins.spark_conf()
     conf["spark.app.name"] = "cdm-spark-events-connect"
@@ -133,6 +156,9 @@ def server_conf(settings: SparkSettings, host: str, port: int,
     conf.update(SHARED_CLASS_LOADERS)
     conf["spark.driver.memory"] = memory
     conf[WARMUP_MERGES] = str(warmup_merges)
+    conf[WARMUP_FORMAT] = settings.table_format
+    if settings.is_iceberg:
+        conf[EVENT_LOG] = "false"
     if delta_connect_jars:
         conf.update(DELTA_PLUGINS)
     return conf
@@ -167,6 +193,7 @@ class SparkConnectServer:
         self._credentials = settings.jvm_environment()
         self._environment = dict(environment or {})
         self.delta_plugins = bool(delta_connect_jars)
+        self.table_format = settings.table_format
         self._server: ServerProcess | None = None
 
     @property
@@ -177,6 +204,10 @@ class SparkConnectServer:
     def start(self, timeout: float | None = None) -> SparkConnectServer:
         """Start the server and wait until its port opens (by default for 240 s plus
         :data:`WARMUP_SECONDS_EACH` per warm-up MERGE)."""
+        if self.table_format == "iceberg" and self.conf.get(EVENT_LOG) == "true":
+            raise ValueError(f"{EVENT_LOG}=true on a server on the iceberg table format: "
+                             "its event log would hold each session's catalog credential "
+                             "unredacted (see stack.spark_connect.EVENT_LOG)")
         if timeout is None:
             timeout = 240.0 + WARMUP_SECONDS_EACH * self.warmup_merges
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -268,17 +299,22 @@ def main(argv: list[str] | None = None) -> int:
                              f"$CSEP_SPARK_CONNECT_WARMUP or {DEFAULT_WARMUP_MERGES}; "
                              "0: none)")
     args = parser.parse_args(argv)
+    settings = SparkSettings.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     plugins = tuple(sorted(str(p) for p in args.delta_connect_jars.glob("*.jar"))) if (
         args.delta_connect_jars) else ()
-    server = SparkConnectServer(SparkSettings.from_env(), args.data_dir, host=args.host,
+    if plugins and settings.is_iceberg:
+        logging.info("CSEP_TABLE_FORMAT=iceberg: Delta's Connect plug-ins are not loaded")
+        plugins = ()
+    server = SparkConnectServer(settings, args.data_dir, host=args.host,
                                 port=args.port, delta_connect_jars=plugins,
                                 memory=args.memory, warmup_merges=args.warmup_merges)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with Supervisor(server):
-        print(f"Spark Connect serving at {server.url} (Delta plug-ins: "
+        print(f"Spark Connect serving at {server.url} (table format "
+              f"{settings.table_format}; Delta plug-ins: "
               f"{'on' if server.delta_plugins else 'off'})", flush=True)
         stop.wait()
     return 0

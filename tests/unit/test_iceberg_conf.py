@@ -73,7 +73,6 @@ def test_the_warehouse_template_and_scope_are_settings():
 @pytest.mark.parametrize("change, message", [
     ({"CSEP_TABLE_FORMAT": "hudi"}, "CSEP_TABLE_FORMAT='hudi'"),
     ({"CSEP_ICEBERG_WAREHOUSE": "shared"}, "must contain {user}"),
-    ({"CSEP_SPARK_MASTER": "sc://connect:15002"}, "classic runners"),
 ])
 def test_unusable_settings_are_refused_naming_the_variable(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -81,10 +80,38 @@ def test_unusable_settings_are_refused_naming_the_variable(change, message):
 
 
 def test_an_iceberg_session_needs_its_user_and_a_catalog():
-    with pytest.raises(ValueError, match="none was given"):
-        SparkSettings.from_env(ENV).spark_conf()
+    from runner.spark import spark_factory
+
+    for master in ("local[1]", "sc://127.0.0.1:1"):
+        get_spark = spark_factory(SparkSettings.from_env({**ENV, "CSEP_SPARK_MASTER": master}))
+        with pytest.raises(ValueError, match="no user is known yet"):
+            get_spark()
     with pytest.raises(ValueError, match="CSEP_ICEBERG_CATALOG_URL"):
         SparkSettings.from_env({**ENV, "CSEP_ICEBERG_CATALOG_URL": ""}).spark_conf(user="a")
+
+
+def test_without_a_user_the_configuration_has_iceberg_and_no_users_catalog():
+    # A Spark Connect server's: every session gets its own user's catalog when it opens.
+    settings = SparkSettings.from_env({**ENV, "CSEP_SPARK_MASTER": "sc://connect:15002"})
+    assert settings.is_connect and settings.is_iceberg
+    conf = SparkSettings.from_env(ENV).spark_conf()
+
+    assert conf["spark.sql.extensions"] == (
+        "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
+    assert conf["spark.redaction.regex"] == REDACTION_REGEX
+    assert not [k for k in conf if k.startswith("spark.sql.catalog")
+                or k == "spark.sql.defaultCatalog" or "delta" in k.lower()]
+
+
+def test_a_session_is_given_its_users_catalog_credential_and_default_catalog():
+    settings = SparkSettings.from_env(ENV)
+    conf = settings.session_conf("alice")
+
+    assert conf == {**settings.catalog_conf("alice"), **settings.catalog_secrets("alice"),
+                    "spark.sql.defaultCatalog": "my"}
+    assert conf["spark.sql.catalog.alice.credential"] == "client:catalog-secret"
+    assert {k.split(".")[3] for k in conf if k.startswith("spark.sql.catalog.")} == {
+        "my", "alice"}
 
 
 def test_delta_stays_the_default():

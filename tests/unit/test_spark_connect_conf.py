@@ -5,8 +5,8 @@ import zipfile
 import pytest
 
 from runner.spark import SparkSettings, local_cores
-from stack.connect_driver import WARMUP_MERGES
-from stack.spark_connect import DELTA_PLUGINS, main, server_conf
+from stack.connect_driver import WARMUP_FORMAT, WARMUP_MERGES
+from stack.spark_connect import DELTA_PLUGINS, SparkConnectServer, main, server_conf
 
 SETTINGS = SparkSettings(
     jars=("/jars/delta-spark.jar", "/jars/postgresql.jar"),
@@ -110,3 +110,30 @@ def test_delta_rebuilds_table_state_in_as_many_tasks_as_local_cores():
         "spark.databricks.delta.snapshotPartitions"] == "3"
     assert "spark.databricks.delta.snapshotPartitions" not in SparkSettings(
         master="spark://master:7077").spark_conf()
+
+
+ICEBERG = SparkSettings(jars=("/jars/iceberg-spark-runtime.jar",), table_format="iceberg",
+                        iceberg_catalog_url="http://catalog:8181/api/catalog",
+                        iceberg_credential="client:catalog-secret")
+
+
+def test_a_server_on_iceberg_has_no_users_catalog_no_delta_and_no_event_log(tmp_path):
+    conf = server_conf(ICEBERG, "127.0.0.1", 4000)
+
+    assert conf["spark.sql.extensions"] == (
+        "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
+    assert conf["spark.jars"] == "/jars/iceberg-spark-runtime.jar"
+    assert conf[WARMUP_FORMAT] == "iceberg"
+    assert conf["spark.eventLog.enabled"] == "false" and conf["spark.ui.enabled"] == "false"
+    assert not [k for k in conf if k.startswith("spark.sql.catalog")
+                or k == "spark.sql.defaultCatalog" or "delta" in k.lower()]
+    assert "catalog-secret" not in repr(conf)
+    with pytest.raises(ValueError, match="Delta's Connect plug-ins"):
+        server_conf(ICEBERG, "127.0.0.1", 4000, ("/jars/delta-connect-server.jar",))
+
+    # Its event log would hold the sessions' catalog credential: refused.
+    server = SparkConnectServer(ICEBERG, tmp_path, port=4000)
+    server.conf["spark.eventLog.enabled"] = "true"
+    with pytest.raises(ValueError, match="catalog credential"):
+        server.start()
+    assert server_conf(SETTINGS, "127.0.0.1", 4000)[WARMUP_FORMAT] == "delta"
