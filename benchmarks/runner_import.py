@@ -12,6 +12,11 @@ from the hand-over of its arguments to its exit.
 
     python benchmarks/runner_import.py [--rounds 7] [--warmup 5] [--classic] [--importtime]
                                        [--standby [--settle 3]] [--server-warmup 30]
+                                       [--format delta|iceberg]
+
+With ``--format iceberg`` the runners import into the sample user's warehouse in the
+stack's Iceberg REST catalog, over a Spark Connect server on Iceberg (or their own Spark
+with ``--classic``).
 
 The Connect server runs ``--server-warmup`` warm-up MERGEs before it serves, as a deployed
 one does by default (``python -m stack.spark_connect``).
@@ -97,6 +102,8 @@ def main() -> int:
                         help="time runners from the hand-over to a runner on standby")
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds a runner on standby loads before its hand-over")
+    parser.add_argument("--format", default="delta", choices=("delta", "iceberg"),
+                        help="the runners' table format (default: delta)")
     add_server_warmup(parser)
     args = parser.parse_args()
 
@@ -105,9 +112,14 @@ def main() -> int:
             return run_standby(spec_uri, env, args.settle)
         return run_once(spec_uri, env, False)
 
-    with LocalStack(spark_connect=not args.classic,
-                    spark_connect_warmup=args.server_warmup) as stack:
-        env = subprocess_env(stack.runner_env() if args.classic else stack.connect_runner_env())
+    with LocalStack(spark_connect=not args.classic, spark_connect_warmup=args.server_warmup,
+                    table_format=args.format) as stack:
+        if args.format == "iceberg":
+            stack.create_iceberg_catalog(samples.CHECKM2.doc["user"])
+            classic_env = stack.iceberg_runner_env()
+        else:
+            classic_env = stack.runner_env()
+        env = subprocess_env(classic_env if args.classic else stack.connect_runner_env())
         store = SpecStore(f"s3://{stack.lake_bucket}/specs", stack.s3.client())
         for _ in range(max(1, args.warmup)):
             seconds, _ = run(put_sample_spec(stack, store))
@@ -118,7 +130,7 @@ def main() -> int:
             seconds, _ = run(put_sample_spec(stack, store))
             runs.append(seconds)
             print(f"  runner {seconds:.2f}s", flush=True)
-        kind = "classic local[*]" if args.classic else "connect sc://"
+        kind = ("classic local[*]" if args.classic else "connect sc://") + f", {args.format}"
         kind += ", from the hand-over to a runner on standby" if args.standby else ""
         print(f"runner process, sample CheckM2 import, {kind}: {summary(runs)}; {load()}")
         if args.importtime:

@@ -3,6 +3,7 @@
 
     python benchmarks/throughput.py [--events 12] [--in-flight 1 2 4] [--tables 1 4]
                                     [--warmup 4] [--server-warmup 30]
+                                    [--format delta|iceberg]
 
 For each setting a new lane (topic of 4 partitions, group, dispatcher) gets ``--events``
 completion events at once; the time is from the first publish to the last commit. The
@@ -13,7 +14,9 @@ it serves (as a deployed one does by default), then ``--warmup`` imports warm th
 and the tables (a server's JIT keeps compiling through its first few dozen). Prints
 imports per minute, the CPU time per import (the machine's, which bounds the rate: with
 C cores, 60 * C / (CPU s per import) per minute; the Connect server's; the dispatcher's
-with its runners'), and the dispatcher's peak RSS; asserts nothing.
+with its runners'), and the dispatcher's peak RSS; asserts nothing. With ``--format
+iceberg`` the server is on Iceberg and each user's tables are in its own warehouse of the
+stack's Iceberg REST catalog.
 """
 
 from __future__ import annotations
@@ -75,15 +78,22 @@ def main() -> int:
     parser.add_argument("--tables", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--warmup", type=int, default=4,
                         help="imports (one at a time, over the tables) before measuring")
+    parser.add_argument("--format", default="delta", choices=("delta", "iceberg"),
+                        help="the table format of the server and runners (default: delta)")
     add_server_warmup(parser)
     args = parser.parse_args()
-    with LocalStack(spark_connect=True, spark_connect_warmup=args.server_warmup) as stack:
+    with LocalStack(spark_connect=True, spark_connect_warmup=args.server_warmup,
+                    table_format=args.format) as stack:
         most = max(args.tables)
+        if args.format == "iceberg":
+            for n in range(most):
+                stack.create_iceberg_catalog(user(n))
         imports_per_minute(stack, max(args.warmup, most), 1, most)
         for tables in args.tables:
             for in_flight in args.in_flight:
                 rate, rss, cpu = imports_per_minute(stack, args.events, in_flight, tables)
-                print(f"{tables} table(s), max_in_flight {in_flight}: {rate:.1f} imports/min "
+                print(f"{args.format}, {tables} table(s), max_in_flight {in_flight}: "
+                      f"{rate:.1f} imports/min "
                       f"({args.events} imports); CPU s per import: {cpu['all']:.1f} in all "
                       f"({os.cpu_count()} cores), server {cpu['server']:.1f}, dispatcher and "
                       f"runners {cpu['dispatcher and runners']:.1f}; dispatcher peak RSS "
