@@ -50,12 +50,16 @@ class KafkaBroker:
         java = ["java", "-Xms256m", "-Xmx768m", "-Djava.awt.headless=true", "-cp", classpath]
         if not (self.data_dir / "logs" / "meta.properties").exists():  # else: a restart
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
+            formatted = subprocess.run(
                 # "--cluster-id=": a random id may start with "-", which a separate argument
                 # would make look like an option (format then fails).
                 [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                  "-c", str(config)],
-                check=True, capture_output=True)
+                capture_output=True, text=True)
+            if formatted.returncode != 0:
+                raise RuntimeError(
+                    f"kafka: formatting {self.data_dir / 'logs'} failed (exit "
+                    f"{formatted.returncode}):\n{(formatted.stdout + formatted.stderr)[-3000:]}")
         self._server = ServerProcess(
             "kafka", [*java, "kafka.Kafka", str(config)], self.data_dir / "kafka.log")
         self._server.wait_healthy(self._ready, timeout)
