@@ -26,6 +26,7 @@ from deltalake import DeltaTable
 
 from stack.connect_driver import WARMUP_PREFIX
 from tests.conftest import SPARK_CONNECT_WARMUP, run_python
+from tests.integration.dispatcher_lane import wait_until
 
 CONNECT_WRITE = """
 import json
@@ -205,15 +206,25 @@ print(json.dumps({"sums": sums}))
 WARMED_UP = f"warm-up: {SPARK_CONNECT_WARMUP} MERGEs committed in "
 
 
+SERVING = "Spark Connect serving on port"
+
+
 def server_log(spark_connect) -> str:
     return (spark_connect.data_dir / "spark-connect.log").read_text(errors="replace")
 
 
+def served_log(spark_connect) -> str:
+    """The server's log once it says it serves (the driver writes that line just after
+    the port opens, so a client can be served before it is there)."""
+    return wait_until(lambda: (lambda log: log if SERVING in log else None)(
+        server_log(spark_connect)), 60, "the server's serving line")
+
+
 def test_the_server_warms_up_before_it_serves_and_leaves_no_trace(stack, spark_connect,
                                                                   connect_env):
-    log = server_log(spark_connect)
+    log = served_log(spark_connect)
     assert WARMED_UP in log, log[-4000:]
-    assert log.index(WARMED_UP) < log.index("Spark Connect serving on port")
+    assert log.index(WARMED_UP) < log.index(SERVING)
     assert "warm-up failed" not in log
     assert not list(spark_connect.data_dir.glob(f"{WARMUP_PREFIX}*"))
     assert str(spark_connect.data_dir) not in stack.postgres.query(
