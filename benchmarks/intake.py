@@ -4,11 +4,12 @@ by one dispatcher and by a bare kafka-python consumer of the same topic, in one 
     python benchmarks/intake.py [--events 20000] [--rounds 3] [--profile intake.prof]
 
 Each round publishes the events on a one-partition topic of its own first, then times each
-reader from its start to the last offset: the consumer from its creation until it has read
-it; the dispatcher (without a standby runner) from its loop's start, as its log says
-("dispatcher started": it subscribes then; its own start-up before is printed apart),
-until its group's commit of the last offset is seen, looked at every 50 ms. It prints the
-CPU seconds each spent meanwhile (the benchmark's process; the dispatcher's) and the
+reader from its start to the last offset committed: the consumer (with the dispatcher's
+fetch settings and records per poll) from its creation until it has read the last offset
+and committed; the dispatcher (without a standby runner) from its loop's start, as its
+log says ("dispatcher started": it subscribes then; its own start-up before is printed
+apart), until its group's commit of the last offset is seen, looked at every 20 ms. It
+prints the CPU seconds each spent meanwhile (the benchmark's process; the dispatcher's) and the
 dispatcher's peak RSS (``VmHWM``). A round takes a second or two per reader, so a burst of
 other work on the machine moves one round's ratio a lot: the median of the rounds' ratios
 is printed last (the CPU seconds' ratio moves much less with the load). Prints the
@@ -29,13 +30,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import attrs  # noqa: E402
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
 from benchmarks.measure import Lane, load, peak_rss_mb, tree_cpu_seconds  # noqa: E402
+from dispatcher.config import Config  # noqa: E402
 from dispatcher.launchers import RUNNER_ENV  # noqa: E402
 from stack.local import LocalStack  # noqa: E402
 
 STATES = ["created", "job_submitted", "upload_submitted", "error", "canceled"]
+#: Records per poll of both readers: the dispatcher's (its buffer's size, by default).
+POLL_RECORDS = attrs.fields(Config).max_buffered_events.default
 
 
 def main() -> int:
@@ -72,13 +77,16 @@ def measure(stack: LocalStack, events: int, round_: str, profile: Path | None) -
         print(f"round {round_}: {events} events published; {load()}", flush=True)
 
         started, cpu = time.monotonic(), time.process_time()
+        # The dispatcher's fetch settings (kafka-python's defaults) and records per poll
+        # (its max_buffered_events); like it, the consumer ends with its commit.
         consumer = KafkaConsumer(lane.topic, bootstrap_servers=stack.kafka.bootstrap,
                                  group_id=f"{lane.name}-raw", enable_auto_commit=False,
-                                 auto_offset_reset="earliest", max_poll_records=500)
+                                 auto_offset_reset="earliest", max_poll_records=POLL_RECORDS)
         read = 0
         while read < events:
             for records in consumer.poll(timeout_ms=1000).values():
                 read += len(records)
+        consumer.commit()
         raw_seconds, raw_cpu = time.monotonic() - started, time.process_time() - cpu
         consumer.close()
 
@@ -93,7 +101,7 @@ def measure(stack: LocalStack, events: int, round_: str, profile: Path | None) -
             time.sleep(0.005)
         started, cpu = time.monotonic(), tree_cpu_seconds(dispatcher.process.pid)
         lane.wait_committed(TopicPartition(lane.topic, 0), events - 1, timeout=1800,
-                            interval=0.05)
+                            interval=0.02)
         dispatcher_seconds = time.monotonic() - started
         dispatcher_cpu = tree_cpu_seconds(dispatcher.process.pid) - cpu
         rss = peak_rss_mb(dispatcher.process.pid)

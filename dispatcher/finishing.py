@@ -33,9 +33,9 @@ class CountOutcomes:
         self.metrics = metrics
 
     def __call__(self, finished: Sequence[Held]) -> None:
-        counts = collections.Counter(_finish(held).outcome.value for held in finished)
+        counts = collections.Counter(_finish(held).outcome for held in finished)
         for outcome, count in counts.items():
-            self.metrics.events.labels(outcome).inc(count)
+            self.metrics.events.labels(outcome.value).inc(count)
 
 
 class ShowRecent:

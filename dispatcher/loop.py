@@ -253,11 +253,12 @@ class Dispatcher:
         While any breaker is open, every event goes that way."""
         if self.breakers.any_open():
             return self._ignore_each(ignored)
+        outcome = Outcome.IGNORED.value  # an enum's value is a property: read it once
         for index, held in enumerate(ignored):
             try:
                 if getattr(held.event, "reason", None):
                     log.info("%s: acknowledged", held.event.reason, extra=held.context)
-                held.source.finished(held.event, Outcome.IGNORED.value)
+                held.source.finished(held.event, outcome)
             except Exception as error:
                 self._finished(ignored[:index])
                 self._contain(self._hold(held), error)  # held: finishing is tried again

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import unicodedata
 import urllib.parse
-from datetime import datetime
+from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -117,6 +117,63 @@ def test_the_issue_s_inputs_are_malformed_with_the_field_named():
             assert reason in str(error)
         else:
             raise AssertionError(f"parsed: {value[:60]!r}")
+
+
+
+# parse() reads the usual message with orjson and leaves the rest to parse_reference()
+# (json): both must decide every message alike, the event or the reason.
+_reference = events.contained(events.parse_reference)
+
+
+def _decided(parse, value: bytes):
+    try:
+        return parse(value, LIMIT)
+    except events.MalformedMessage as error:
+        return str(error)
+
+
+def _same_as_reference(value: bytes) -> None:
+    assert _decided(events.parse, value) == _decided(_reference, value)
+
+
+@SETTINGS
+@given(st.binary(max_size=2000))
+def test_parse_decides_arbitrary_bytes_as_the_reference_does(value):
+    _same_as_reference(value)
+
+
+@SETTINGS
+@given(messages, st.booleans())
+def test_parse_decides_message_shaped_json_as_the_reference_does(message, ascii_only):
+    # NaN and Infinity (json writes them), huge integers, lone surrogates, raw UTF-8.
+    _same_as_reference(json.dumps(message, ensure_ascii=ascii_only).encode(
+        "utf-8", "surrogatepass"))
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+def test_parse_decides_arbitrary_text_as_the_reference_does(text):
+    _same_as_reference(text.encode("utf-8", "surrogatepass"))
+
+
+def test_parse_decides_what_json_and_orjson_read_differently_as_the_reference_does():
+    usual = ('"job_id": "j1", "state": "created", "time": "2026-11-20T10:15:00Z", '
+             '"trans_id": "t1"')
+    for text in [
+        "{" + usual + ', "extra": NaN}', "{" + usual + ', "extra": -Infinity}',
+        "{" + usual + ', "extra": 1e400}', "{" + usual + ', "extra": ' + "9" * 40 + "}",
+        "{" + usual + ', "extra": ' + "9" * 5000 + "}",
+        "{" + usual + ', "job_id": "j2"}', '{"job_id": 1, ' + usual + "}",
+        '{"job_id": ' + "9" * 40 + ', "state": "created", "time": "2026-11-20T10:15:00Z", '
+        '"trans_id": "t1"}',
+        '{"job_id": "\\ud800", "state": "created", "time": "2026-11-20T10:15:00Z", '
+        '"trans_id": "t1"}',
+        "\ufeff{" + usual + "}", "{" + usual + "} ", " {" + usual + "}\n", "{" + usual + "}x",
+        *("{" + usual + ', "extra": ' + "[" * depth + "]" * depth + "}"
+          for depth in (400, 499, 500, 900, 990, 1000, 1023, 1024, 1030, 5000)),
+    ]:
+        _same_as_reference(text.encode("utf-8", "surrogatepass"))
+    _same_as_reference(b'{' + usual.encode() + b', "job_id": "j\xff"}')  # not UTF-8
 
 
 # -- S3 event notifications -------------------------------------------------------------------
@@ -280,6 +337,23 @@ def test_a_segment_is_accepted_exactly_by_its_definition(value):
     else:
         assert usable, value
 
+
+
+@settings(max_examples=500)
+@given(st.one_of(odd_ids, st.text(st.characters(max_codepoint=127), max_size=120)))
+def test_a_cts_event_takes_exactly_the_ids_check_segment_takes(value):
+    """The event's validator tests the usual id itself first: it must accept and refuse
+    what check_segment does, with its reason."""
+    def decided(make):
+        try:
+            return make()
+        except (InvalidIdentifier, TypeError) as error:
+            return f"{type(error).__name__}: {error}"
+    event = decided(lambda: events.CtsEvent(
+        job_id=value, state=events.JobState.CREATED,
+        time=datetime(2026, 11, 20, tzinfo=timezone.utc), trans_id="t1"))
+    checked = decided(lambda: check_segment("job_id", value))
+    assert (event.job_id if isinstance(event, events.CtsEvent) else event) == checked
 
 def test_segments_at_the_length_bound():
     assert check_segment("job_id", "x" * 300) == "x" * 300
