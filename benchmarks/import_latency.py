@@ -283,9 +283,10 @@ def main() -> int:
         if not args.skip_classic:
             modes.append(("classic", "local[*]", classic, 1))
         for mode, spark, columns, warmup in modes:
-            print(f"{mode} ({spark}), {' and '.join(formats)}: "
-                  f"{', '.join(i.label for i in columns[0].importers)} through the "
-                  f"dispatcher, and the reference, in rounds; {load()}", flush=True)
+            measured_here = "; ".join(
+                f"{c.table_format}: {', '.join(i.label for i in c.importers)}" for c in columns)
+            print(f"{mode} ({spark}), {measured_here} through the dispatcher, and the "
+                  f"reference, in rounds; {load()}", flush=True)
             measured = measure(stack, columns, args.events, warmup)
             for (table_format, label), seconds in measured.items():
                 figures[f"{mode} ({spark}), {table_format}, {label}"] = seconds
