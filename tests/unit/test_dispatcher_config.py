@@ -1,26 +1,16 @@
 import pytest
 
 from dispatcher.config import ConfigError, load
-
-FILE = """
-kafka: {bootstrap_servers: "k:9092"}
-cts: {url: "http://cts"}
-spec_store: s3://specs/cse
-"""
+from tests.unit.conftest import MINIMAL_CONFIG
 
 
-@pytest.fixture
-def path(tmp_path):
-    file = tmp_path / "dispatcher.yaml"
-    file.write_text(FILE)
-    return file
-
-
-def test_file_defaults_and_environment_overrides(path):
-    config = load(path, {"CSEP_KAFKA__TOPIC": "jobs", "CSEP_MAX_IN_FLIGHT": "8",
-                         "CSEP_LAUNCHER__KIND": "docker",
-                         "CSEP_LAUNCHER__DOCKER__PASS_ENV": "[A, B]", "CSEP_CTS_TOKEN": "tok",
-                         "CSEP_S3_ENDPOINT_URL": "http://s3"})  # a runner variable: ignored
+def test_file_defaults_and_environment_overrides(config_path):
+    config = load(config_path, {"CSEP_KAFKA__TOPIC": "jobs", "CSEP_MAX_IN_FLIGHT": "8",
+                                "CSEP_LAUNCHER__KIND": "docker",
+                                "CSEP_LAUNCHER__DOCKER__PASS_ENV": "[A, B]",
+                                "CSEP_CTS_TOKEN": "tok",
+                                # a runner's variable: ignored
+                                "CSEP_S3_ENDPOINT_URL": "http://s3"})
     assert config.kafka.topic == "jobs"
     assert config.kafka.dlq_topic == "cts-jobs-dlq"
     assert config.max_in_flight == 8
@@ -28,7 +18,7 @@ def test_file_defaults_and_environment_overrides(path):
     assert config.cts_token == "tok"
     assert "tok" not in repr(config)
     assert config.kafka.s3_topic is None
-    assert load(path, {"CSEP_KAFKA__S3_TOPIC": "s3-events"}).kafka.s3_topic == "s3-events"
+    assert load(config_path, {"CSEP_KAFKA__S3_TOPIC": "s3-events"}).kafka.s3_topic == "s3-events"
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -43,16 +33,16 @@ def test_file_defaults_and_environment_overrides(path):
     ({"CSEP_KAFKA__GROUP_INSTANCE_ID": "pod-0"},
      "kafka.group_instance_id (static membership) needs kafka.assignor range or roundrobin"),
 ])
-def test_a_bad_setting_is_one_line_naming_it(path, env, message):
+def test_a_bad_setting_is_one_line_naming_it(config_path, env, message):
     with pytest.raises(ConfigError) as error:
-        load(path, env)
+        load(config_path, env)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
-def test_static_membership_with_an_eager_assignor(path):
-    config = load(path, {"CSEP_KAFKA__GROUP_INSTANCE_ID": "pod-0",
-                         "CSEP_KAFKA__ASSIGNOR": "range"})
+def test_static_membership_with_an_eager_assignor(config_path):
+    config = load(config_path, {"CSEP_KAFKA__GROUP_INSTANCE_ID": "pod-0",
+                                "CSEP_KAFKA__ASSIGNOR": "range"})
     assert (config.kafka.group_instance_id, config.kafka.assignor) == ("pod-0", "range")
 
 
@@ -60,24 +50,24 @@ def test_missing_required_settings_and_token_in_file(tmp_path):
     with pytest.raises(ConfigError, match="kafka: required field missing"):
         load(None, {"CSEP_CTS__URL": "http://c", "CSEP_SPEC_STORE": "s3://b/p"})
     file = tmp_path / "c.yaml"
-    file.write_text(FILE + "cts_token: secret\n")
+    file.write_text(MINIMAL_CONFIG + "cts_token: secret\n")
     with pytest.raises(ConfigError, match="CSEP_CTS_TOKEN"):
         load(file, {})
 
 
-def test_kubernetes_launcher_settings(path):
-    config = load(path, {"CSEP_LAUNCHER__KIND": "kubernetes",
-                         "CSEP_LAUNCHER__KUBERNETES__IMAGE": "registry/runner@sha256:abc",
-                         "CSEP_LAUNCHER__KUBERNETES__CREDENTIALS_SECRET": "csep-creds"})
+def test_kubernetes_launcher_settings(config_path):
+    config = load(config_path, {"CSEP_LAUNCHER__KIND": "kubernetes",
+                                "CSEP_LAUNCHER__KUBERNETES__IMAGE": "registry/runner@sha256:abc",
+                                "CSEP_LAUNCHER__KUBERNETES__CREDENTIALS_SECRET": "csep-creds"})
     assert config.launcher.kind == "kubernetes"
     assert config.launcher.settings.image == "registry/runner@sha256:abc"
     assert config.launcher.settings.credentials_secret == "csep-creds"
     with pytest.raises(ConfigError, match="launcher.kubernetes.image: required field missing"):
-        load(path, {"CSEP_LAUNCHER__KIND": "kubernetes"})
+        load(config_path, {"CSEP_LAUNCHER__KIND": "kubernetes"})
     with pytest.raises(ConfigError, match="must not carry credentials"):
-        load(path, {"CSEP_LAUNCHER__KIND": "kubernetes",
-                    "CSEP_LAUNCHER__KUBERNETES__IMAGE": "r",
-                    "CSEP_LAUNCHER__KUBERNETES__ENV": "{AWS_SECRET_ACCESS_KEY: x}"})
+        load(config_path, {"CSEP_LAUNCHER__KIND": "kubernetes",
+                           "CSEP_LAUNCHER__KUBERNETES__IMAGE": "r",
+                           "CSEP_LAUNCHER__KUBERNETES__ENV": "{AWS_SECRET_ACCESS_KEY: x}"})
 
 
 def test_the_compose_config_file_is_a_valid_dispatcher_config():
@@ -89,9 +79,8 @@ def test_the_compose_config_file_is_a_valid_dispatcher_config():
     assert "AWS_SECRET_ACCESS_KEY" in config.launcher.settings.pass_env
 
 
-
-def test_the_poll_interval_must_exceed_the_loop_s_turn_bound(path):
-    config = load(path, {})
+def test_the_poll_interval_must_exceed_the_loop_s_turn_bound(config_path):
+    config = load(config_path, {})
     assert config.kafka.max_poll_interval_ms / 1000 >= 2 * config.turn_bound_seconds
     with pytest.raises(ConfigError, match="max_poll_interval_ms .* twice the loop's turn bound"):
-        load(path, {"CSEP_KAFKA__MAX_POLL_INTERVAL_MS": "30000"})
+        load(config_path, {"CSEP_KAFKA__MAX_POLL_INTERVAL_MS": "30000"})

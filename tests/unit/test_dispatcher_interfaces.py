@@ -22,22 +22,10 @@ from dispatcher.launch import (
 from dispatcher.sources import CtsSource, EventSource, S3Source
 from registry.registry import DIRS_VARIABLE
 from tests.unit import stubs
-
-FILE = """
-kafka: {bootstrap_servers: "k:9092"}
-cts: {url: "http://cts"}
-spec_store: s3://specs/cse
-"""
-
-
-@pytest.fixture
-def path(tmp_path):
-    file = tmp_path / "dispatcher.yaml"
-    file.write_text(FILE)
-    return file
-
+from tests.unit.conftest import MINIMAL_CONFIG
 
 # -- event sources ------------------------------------------------------------------------
+
 
 def test_the_sources_the_loop_runs_are_event_sources():
     core = stubs.Core()
@@ -88,33 +76,33 @@ def test_every_declared_kind_is_registered():
     assert declared == set(KIND_MODULES)
 
 
-def test_an_unknown_kind_is_an_error_listing_the_known_kinds(path, capsys, monkeypatch):
+def test_an_unknown_kind_is_an_error_listing_the_known_kinds(config_path, capsys, monkeypatch):
     with pytest.raises(UnknownLauncherKind,
                        match=r"unknown launcher kind 'ssh' \(known: docker, kubernetes, "
                              r"subprocess\)"):
         launcher_kind("ssh")
     with pytest.raises(ConfigError, match="launcher.kind: unknown launcher kind 'ssh'"):
-        load(path, {"CSEP_LAUNCHER__KIND": "ssh"})
+        load(config_path, {"CSEP_LAUNCHER__KIND": "ssh"})
     # The command: one line on stderr, exit status 78.
     for name in [n for n in os.environ if n.startswith("CSEP_")]:
         monkeypatch.delenv(name)
-    path.write_text(FILE + "launcher: {kind: ssh}\n")
-    assert main(["--config", str(path)]) == EXIT_CONFIG
+    config_path.write_text(MINIMAL_CONFIG + "launcher: {kind: ssh}\n")
+    assert main(["--config", str(config_path)]) == EXIT_CONFIG
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert "unknown launcher kind 'ssh' (known: docker, kubernetes, subprocess)" in error
 
 
-def test_a_kind_s_section_is_read_with_its_own_settings_class(path):
-    config = load(path, {"CSEP_LAUNCHER__KIND": "docker",
-                         "CSEP_LAUNCHER__DOCKER__IMAGE": "runner:1",
-                         "CSEP_LAUNCHER__DOCKER__CALL_TIMEOUT_SECONDS": "5"})
+def test_a_kind_s_section_is_read_with_its_own_settings_class(config_path):
+    config = load(config_path, {"CSEP_LAUNCHER__KIND": "docker",
+                                "CSEP_LAUNCHER__DOCKER__IMAGE": "runner:1",
+                                "CSEP_LAUNCHER__DOCKER__CALL_TIMEOUT_SECONDS": "5"})
     assert config.launcher == LauncherConfig(
         "docker", launchers.DockerSettings(image="runner:1", call_timeout_seconds=5.0))
     # No launcher section: the subprocess launcher with its defaults.
-    assert load(path, {}).launcher == LauncherConfig("subprocess",
-                                                     launchers.SubprocessSettings())
-    assert load(path, {}).launcher == LauncherConfig.default()
+    assert load(config_path, {}).launcher == LauncherConfig("subprocess",
+                                                            launchers.SubprocessSettings())
+    assert load(config_path, {}).launcher == LauncherConfig.default()
 
 
 def test_a_kind_s_settings_are_of_its_own_class():
@@ -125,11 +113,12 @@ def test_a_kind_s_settings_are_of_its_own_class():
         LauncherConfig("ssh", launchers.SubprocessSettings())
 
 
-def test_a_file_keeping_other_kinds_sections_still_loads(path):
+def test_a_file_keeping_other_kinds_sections_still_loads(config_path):
     # The format operators use: every kind's section may stay in the file.
-    path.write_text(FILE + "launcher:\n  kind: docker\n  docker: {image: runner:2}\n"
-                    "  subprocess: {standby: false}\n  kubernetes: {namespace: csep}\n")
-    assert load(path, {}).launcher.settings == launchers.DockerSettings(image="runner:2")
+    config_path.write_text(MINIMAL_CONFIG
+                           + "launcher:\n  kind: docker\n  docker: {image: runner:2}\n"
+                           "  subprocess: {standby: false}\n  kubernetes: {namespace: csep}\n")
+    assert load(config_path, {}).launcher.settings == launchers.DockerSettings(image="runner:2")
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -146,9 +135,9 @@ def test_a_file_keeping_other_kinds_sections_still_loads(path):
     ({"CSEP_LAUNCHER__KIND": "[docker]"}, "launcher.kind: expected one of docker, kubernetes"),
     ({"CSEP_LAUNCHER": "docker"}, "launcher: expected a mapping"),
 ])
-def test_a_bad_launcher_setting_is_one_line_naming_the_key(path, env, message):
+def test_a_bad_launcher_setting_is_one_line_naming_the_key(config_path, env, message):
     with pytest.raises(ConfigError) as error:
-        load(path, env)
+        load(config_path, env)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -161,15 +150,15 @@ def test_a_kind_whose_module_cannot_be_imported_says_so(monkeypatch):
 
 # -- the runners' environment -------------------------------------------------------------
 
-def test_the_registry_s_directories_reach_the_runners_without_touching_os_environ(path):
+def test_the_registry_s_directories_reach_the_runners_without_touching_os_environ(config_path):
     before = dict(os.environ)
     environ = {"PATH": "/bin", DIRS_VARIABLE: "@builtin", "CSEP_CTS_TOKEN": "secret"}
-    config = load(path, {"CSEP_REGISTRY_DIRS": "[/opt/importers, '@examples']"})
+    config = load(config_path, {"CSEP_REGISTRY_DIRS": "[/opt/importers, '@examples']"})
     runner_env = runner_environment(config, environ)
     assert runner_env[DIRS_VARIABLE] == os.pathsep.join(
         ["@builtin", "/opt/importers", "@examples"])
     assert environ[DIRS_VARIABLE] == "@builtin"                   # the input is not changed
-    assert runner_environment(load(path, {}), environ) == environ  # no directories: as is
+    assert runner_environment(load(config_path, {}), environ) == environ  # no directories: as is
     # The subprocess launcher's runners get it (and not the token); the Docker launcher's
     # client has it, to pass as `-e CSEP_IMPORTER_DIRS`.
     process = LauncherConfig("subprocess", launchers.SubprocessSettings(standby=False))
