@@ -28,7 +28,9 @@ from tests.integration.test_runner import (
     REPORT_A,
     checkm2_spec,
     make_spec,
+    run_at_once,
     run_runner,
+    run_spec,
     upload,
 )
 from tests.integration.test_secrets import run_while_scanning
@@ -81,11 +83,9 @@ def spec(s3, tool: str, job_id: str, file_name: str, body: str):
     return made
 
 
-def run_ok(store, made, env):
-    uri = store.put_spec(made)
-    done = run_runner(uri, env)
-    assert done.returncode == 0, done.stderr[-6000:]
-    result = store.results(uri)[-1]
+def run_ok(store, made, env) -> results.RunResult:
+    """Run ``made``; its result, which must be a success."""
+    result = run_spec(store, made, env, 0)
     assert result.status == results.Status.SUCCEEDED
     return result
 
@@ -265,13 +265,7 @@ def test_two_runners_merging_into_one_table_at_once_both_commit(s3, store, env, 
     before = snapshot_ids(catalog, "conflicts.rows")
 
     uris = [store.put_spec(slow_merge(f"ice-conflict-{n}")) for n in range(2)]
-    runners = [subprocess.Popen([sys.executable, "-m", "runner", uri], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for uri in uris]
-    outcomes = [(runner.wait(timeout=600), runner.stderr.read()) for runner in runners]
-    for runner in runners:
-        runner.stdout.close()
-        runner.stderr.close()
+    outcomes = run_at_once(uris, env, timeout=600)
 
     assert [code for code, _ in outcomes] == [0, 0], [err[-3000:] for _, err in outcomes]
     reran = [err for _, err in outcomes if "Iceberg commit conflict in run 1" in err]

@@ -27,6 +27,7 @@ from stack.connect_driver import WARMUP_PREFIX
 from stack.local import subprocess_env
 from tests.conftest import SPARK_CONNECT_WARMUP
 from tests.integration.dispatcher_lane import Lane, wait_until
+from tests.integration.test_iceberg import run_ok
 from tests.integration.test_runner import (
     COMPLETED,
     REPORT_A,
@@ -248,28 +249,20 @@ def test_a_declarative_importer_and_the_built_in_one_run_over_connect(stack, s3,
     report = upload(s3, "cts-out", "icc-builtin/quality_report.tsv", REPORT_A)
     catalog = stack.iceberg_catalog(user)
 
-    def imported(made) -> results.RunResult:
-        uri = store.put_spec(made)
-        done = run_runner(uri, run_env)
-        assert done.returncode == 0, done.stderr[-6000:]
-        result = store.results(uri)[-1]
-        assert result.status == results.Status.SUCCEEDED
-        return result
-
     def stats_rows() -> list[tuple]:
         found = catalog.load_table("seqkit.stats").scan().to_arrow().to_pylist()
         return sorted((r["file"], r["num_seqs"], r["avg_len"], r["cts_job_id"],
                        r[COMPLETION_TIME_COLUMN]) for r in found)
 
-    first = imported(seqkit)
+    first = run_ok(store, seqkit, run_env)
     assert {s.table for s in first.iceberg_snapshots} == {"seqkit.stats"}
     expected = [("contigs.fa", 120, 37500.5, "icc-seqkit", COMPLETED),
                 ("plasmids.fa", 3, 20000.0, "icc-seqkit", COMPLETED)]
     assert stats_rows() == expected
-    imported(seqkit)  # a replay
+    run_ok(store, seqkit, run_env)  # a replay
     assert stats_rows() == expected
 
-    imported(checkm2_spec("icc-builtin", [report], user=user))
+    run_ok(store, checkm2_spec("icc-builtin", [report], user=user), run_env)
     found = catalog.load_table("checkm2.quality_report").scan().to_arrow().to_pylist()
     assert sorted((r["genome_name"], r["completeness"], r["cts_job_id"]) for r in found) == [
         ("GCA_1", 98.5, "icc-builtin"), ("GCA_2", 75.0, "icc-builtin")]

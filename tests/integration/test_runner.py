@@ -178,6 +178,19 @@ def run_spec(store: SpecStore, spec: JobSpec, env: dict[str, str], expected_exit
     return store.results(uri)[-1]
 
 
+def run_at_once(uris: list[str], env: dict[str, str],
+                timeout: float) -> list[tuple[int, str]]:
+    """Start a runner for each spec at once; (exit code, stderr) of each once all ended."""
+    runners = [subprocess.Popen([sys.executable, "-m", "runner", uri], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for uri in uris]
+    outcomes = [(runner.wait(timeout=timeout), runner.stderr.read()) for runner in runners]
+    for runner in runners:
+        runner.stdout.close()
+        runner.stderr.close()
+    return outcomes
+
+
 def delta_rows(stack, database: str, table: str, order_by: str) -> list[dict]:
     """The table's rows read by delta-rs, without Spark or the metastore."""
     return sorted(stack.delta_rows(f"{database}.db/{table}"), key=lambda r: r[order_by])
@@ -293,13 +306,7 @@ def test_runners_merging_into_one_table_at_once_all_commit(stack, spark_connect,
     assert [c.operation for c in warm.delta_commits][-1] == "MERGE"
 
     uris = [store.put_spec(slow_merge(f"job-conflict-{n}")) for n in range(3)]
-    runners = [subprocess.Popen([sys.executable, "-m", "runner", uri], env=connect_env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for uri in uris]
-    outcomes = [(runner.wait(timeout=300), runner.stderr.read()) for runner in runners]
-    for runner in runners:
-        runner.stdout.close()
-        runner.stderr.close()
+    outcomes = run_at_once(uris, connect_env, timeout=300)
 
     assert [code for code, _ in outcomes] == [0, 0, 0], [err[-3000:] for _, err in outcomes]
     reran = [err for _, err in outcomes if "Delta write conflict in run 1" in err]
