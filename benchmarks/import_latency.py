@@ -221,17 +221,11 @@ def measure(stack: LocalStack, columns: list[Column], events: int,
     return seconds
 
 
-def importers_of(table_format: str, given: list[Path] | None,
-                 stack: LocalStack | None = None) -> list[Measured]:
-    """The importers measured on ``table_format``; on ``iceberg`` each user's warehouse
-    is provisioned in ``stack``."""
-    measured = [Measured.builtin(), *(Measured.from_yaml(path, n)
-                                      for n, path in enumerate(
-                                          given or [STYLE[table_format]], 1))]
-    if table_format == "iceberg" and stack is not None:
-        for importer in measured:
-            stack.create_iceberg_catalog(importer.user)
-    return measured
+def importers_of(table_format: str, given: list[Path] | None) -> list[Measured]:
+    """The importers measured on ``table_format``: the built-in one and ``given`` (by
+    default the format's own style)."""
+    return [Measured.builtin(), *(Measured.from_yaml(path, n)
+                                  for n, path in enumerate(given or [STYLE[table_format]], 1))]
 
 
 def main() -> int:
@@ -254,15 +248,16 @@ def main() -> int:
     add_server_warmup(parser)
     args = parser.parse_args()
     formats = list(dict.fromkeys(args.formats or ["delta"]))
-    for table_format in formats:
-        importers_of(table_format, args.importer)  # a bad --importer fails before the stack
+    # A bad --importer fails here, before the stack starts.
+    importers = {table_format: importers_of(table_format, args.importer)
+                 for table_format in formats}
     figures: dict[str, list[float]] = {}
     ratios: list[str] = []
     with contextlib.ExitStack() as running:
         stack = running.enter_context(LocalStack(
             spark_connect="delta" in formats, spark_connect_warmup=args.server_warmup))
-        importers = {table_format: importers_of(table_format, args.importer, stack)
-                     for table_format in formats}
+        for importer in importers.get("iceberg", []):
+            stack.create_iceberg_catalog(importer.user)
         warm, classic = [], []
         for table_format in formats:
             if table_format == "delta":
