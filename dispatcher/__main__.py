@@ -13,6 +13,7 @@ see (the registry's directories) is handed to the launcher explicitly
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, shut_down)
+    gc.freeze()
     return dispatcher.run()
 
 
