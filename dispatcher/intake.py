@@ -62,6 +62,18 @@ class Intake:
                 taken.append(record)
         return taken
 
+    def behind(self) -> bool:
+        """Whether a partition being read is known to hold records past those taken in:
+        its high watermark at the last fetch (kept by the consumer, no request) is
+        beyond them. A poll that came back short at the end of a fetch is not caught
+        up if so."""
+        consumer, offsets = self.consumer, self.offsets
+        for partition in consumer.assignment() - consumer.paused():
+            high, taken = consumer.highwater(partition), offsets.next_offset(partition)
+            if high is not None and taken is not None and high > taken:
+                return True
+        return False
+
     def finish(self, record) -> None:
         """The record's outcome is durable: its offset may be committed."""
         self.offsets.finish(TopicPartition(record.topic, record.partition), record.offset)

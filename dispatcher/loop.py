@@ -79,8 +79,10 @@ EXIT_OK = 0
 EXIT_INFRASTRUCTURE = 69  # sysexits EX_UNAVAILABLE: a service stayed down past the budget
 EXIT_DEAD_LETTER_STREAK = 70  # sysexits EX_SOFTWARE: an importer (or all) dead-letters all
 _TRACE_LIMIT = 8192
-#: While polls come back full (a backlog), offsets are committed at most this often
-#: (each commit is a round trip to the group coordinator); a short poll commits at once.
+#: While a backlog is read (polls come back full, or the last fetch showed more records
+#: than those taken in), offsets are committed at most this often, counted from the last
+#: commit or the loop's start: each commit is a round trip to the group coordinator. Once
+#: caught up, every turn commits.
 BACKLOG_COMMIT_SECONDS = 1.0
 
 
@@ -138,7 +140,7 @@ class Dispatcher:
         self._stopping = False
         self._exit_status = EXIT_OK
         self._last_status = 0.0
-        self._last_commit = float("-inf")
+        self._last_commit = self.clock.monotonic()  # a backlog's first commit waits too
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -175,7 +177,7 @@ class Dispatcher:
             self.breakers.release_unneeded(
                 {s for w in self.work.values() for s in _services(w)})
             now = self.clock.monotonic()
-            backlog = accepting and len(records) >= free
+            backlog = accepting and (len(records) >= free or self.intake.behind())
             if not backlog or now - self._last_commit >= BACKLOG_COMMIT_SECONDS:
                 self.intake.commit()
                 self._last_commit = now

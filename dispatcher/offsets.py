@@ -57,6 +57,11 @@ class OffsetTracker:
         state = self._partitions.get(partition)
         return state is not None and offset < state.next_offset
 
+    def next_offset(self, partition: Hashable) -> int | None:
+        """One past the highest offset taken in (None for a partition not read yet)."""
+        state = self._partitions.get(partition)
+        return None if state is None else state.next_offset
+
     def commit_point(self, partition: Hashable) -> int | None:
         """The offset to commit: the lowest pending one, or one past the highest seen."""
         state = self._partitions.get(partition)

@@ -121,6 +121,7 @@ class Consumer:
         self._assigned: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}
+        self.highwaters: dict[TopicPartition, int] = {}
         self.committed: dict[TopicPartition, int] = {}
         #: Every acknowledged commit, in order: {partition: offset}.
         self.commits: list[dict[TopicPartition, int]] = []
@@ -194,6 +195,7 @@ class Consumer:
         for tp in sorted(self._assigned - self._paused):
             start = self.positions.get(tp, self.committed.get(tp, 0))
             records = self.log.get(tp, [])[start:start + left]
+            self.highwaters[tp] = len(self.log.get(tp, []))
             if records:
                 batch[tp] = records
                 self.positions[tp] = start + len(records)
@@ -224,6 +226,11 @@ class Consumer:
     def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None
                     ) -> dict[TopicPartition, int]:
         return {tp: len(self.log.get(tp, [])) for tp in partitions}
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's end as of its last poll (None before one), as a fetch
+        response tells kafka-python's consumer."""
+        return self.highwaters.get(partition)
 
     def position(self, partition: TopicPartition, timeout_ms: int | None = None) -> int:
         return self.positions.get(partition, self.committed.get(partition, 0))

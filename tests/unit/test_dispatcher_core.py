@@ -448,17 +448,31 @@ def test_a_backlog_read_in_full_polls_commits_once_a_second_and_at_its_end():
     core = Core(max_buffered_events=4)
     for n in range(12):
         core.announce(f"job{n}", state="created")  # not actionable: finished at once
-    core.turn()  # 4 of 12: the first commit of a backlog is made at once
-    assert core.consumer.commits == [{core.partition(0): 4}]
-    core.turn()  # 8 of 12, a full poll within the second: not committed yet
-    assert core.consumer.commits == [{core.partition(0): 4}]
+    core.turn()  # 4 of 12, within the loop's first second: not committed yet
+    core.turn()  # 8 of 12
+    assert core.consumer.commits == []
     core.clock.advance(BACKLOG_COMMIT_SECONDS)
     core.turn()  # 12 of 12, a full poll again, but a second has passed
-    assert core.consumer.commits[-1] == {core.partition(0): 12}
+    assert core.consumer.commits == [{core.partition(0): 12}]
     core.announce("job12", state="created")
     core.turn()  # one record in a poll of four: caught up, committed in its turn
-    assert core.consumer.commits == [{core.partition(0): 4}, {core.partition(0): 12},
-                                     {core.partition(0): 13}]
+    assert core.consumer.commits == [{core.partition(0): 12}, {core.partition(0): 13}]
+
+
+def test_a_short_poll_with_records_known_behind_it_is_still_a_backlog():
+    # A fetch ends mid-backlog: the poll comes back short, yet the partition's high
+    # watermark shows more records; they are committed within the second, not per turn.
+    core = Core(max_buffered_events=4)
+    for n in range(6):
+        core.announce(f"job{n}", state="created")
+    core.turn()  # 4 of 6
+    fetched = core.consumer.poll
+    core.consumer.poll = lambda timeout_ms=0, max_records=None: fetched(timeout_ms, 1)
+    core.turn()  # 5 of 6, a poll of one: behind the high watermark, not committed
+    assert core.consumer.commits == []
+    core.consumer.poll = fetched
+    core.turn()  # 6 of 6, short and caught up: committed in its turn
+    assert core.consumer.commits == [{core.partition(0): 6}]
 
 
 def test_a_commit_refused_by_a_rebalance_is_made_by_a_later_turn():
