@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, shut_down)
+    # What start-up built (botocore's models, the registry, the clients) lives as long as
+    # the process: out of the collector's generations, its full passes no longer walk it.
     gc.freeze()
     return dispatcher.run()
 
