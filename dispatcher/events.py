@@ -38,11 +38,15 @@ class JobState(enum.StrEnum):
     ERROR = "error"
 
 
+def _plain(value: object) -> bool:
+    """check_segment's own first test, inlined (two ids per event at intake's speed): a
+    short printable ASCII id that is not a dot segment is usable; the rest it decides."""
+    return (type(value) is str and 0 < len(value) * 3 <= MAX_ENCODED_BYTES
+            and value.isascii() and value.isprintable() and value not in (".", ".."))
+
+
 def _segment(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    # check_segment's own first test, inlined (two ids per event at intake's speed): a
-    # short printable ASCII id that is not a dot segment is usable; the rest it decides.
-    if not (type(value) is str and 0 < len(value) * 3 <= MAX_ENCODED_BYTES
-            and value.isascii() and value.isprintable() and value not in (".", "..")):
+    if not _plain(value):
         check_segment(attribute.name, value)
 
 
@@ -65,6 +69,19 @@ class MalformedMessage(ValueError):
 
 _converter = converter(forbid_extra_keys=False)
 _STATES = {state.value: state for state in JobState}
+_new, _set = object.__new__, object.__setattr__
+
+
+def _checked_event(job_id: str, state: JobState, time: datetime, trans_id: str) -> CtsEvent:
+    """The CtsEvent of fields its validators pass (both ids :func:`_plain`), built as its
+    ``__init__`` builds a frozen instance (each slot set through ``object.__setattr__``)
+    without running the validators again: half the cost, at intake's speed."""
+    event = _new(CtsEvent)
+    _set(event, "job_id", job_id)
+    _set(event, "state", state)
+    _set(event, "time", time)
+    _set(event, "trans_id", trans_id)
+    return event
 T = TypeVar("T")
 
 
@@ -111,8 +128,9 @@ def _fast(value: bytes | None, max_bytes: int) -> CtsEvent | None:
     values :func:`_usual` never looks at (an integer past 64 bits read as a float) or in
     nesting deeper than :data:`_FAST_BRACKETS` allows. The property tests compare the two
     on arbitrary input."""
-    if value is None or len(value) > max_bytes \
-            or value.count(b"[") + value.count(b"{") > _FAST_BRACKETS:
+    if value is None or len(value) > max_bytes or (  # (fewer bytes hold fewer brackets)
+            len(value) > _FAST_BRACKETS
+            and value.count(b"[") + value.count(b"{") > _FAST_BRACKETS):
         return None
     try:
         data = orjson.loads(value)
@@ -146,8 +164,11 @@ def _usual(data: dict) -> CtsEvent | None:
         return None
     try:
         when = datetime.fromisoformat(time)
-        if when.utcoffset() is None:
+        # fromisoformat gives a fixed offset (never one that answers None) or no tzinfo.
+        if when.tzinfo is None:
             return None
+        if _plain(job_id) and _plain(trans_id):
+            return _checked_event(job_id, _STATES[state], when, trans_id)
         return CtsEvent(job_id=job_id, state=_STATES[state], time=when, trans_id=trans_id)
     except ValueError:  # not ISO 8601, or an id the validators refuse
         return None

@@ -10,10 +10,13 @@ watch, and cannot fail an event.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatcher.metrics import Health, Metrics
+import attrs
+
+from dispatcher.metrics import RECENT_OUTCOMES, Health, Metrics
 from dispatcher.stages import Finish, Held, Outcome
 
 #: A hook: told of events finished together, in the order they finished.
@@ -39,15 +42,20 @@ class CountOutcomes:
 
 
 class ShowRecent:
-    """The last finished events in ``/status`` (only the newest are built: the older
-    would be pushed out at once)."""
+    """The last finished events in ``/status``: only the newest are kept (the older
+    would be pushed out at once), each with its finishing state (the loop moves the held
+    event's on), its entry built when ``/status`` is read."""
 
     def __init__(self, health: Health) -> None:
         self.health = health
 
     def __call__(self, finished: Sequence[Held]) -> None:
-        for held in finished[-(self.health.recent.maxlen or 0):]:
-            self.health.finished(entry(held))
+        for held in finished[-RECENT_OUTCOMES:]:
+            self.health.finished(functools.partial(_entry_as, held, held.state))
+
+
+def _entry_as(held: Held, state: Finish) -> dict[str, Any]:
+    return entry(attrs.evolve(held, state=state))
 
 
 def entry(held: Held) -> dict[str, Any]:
@@ -105,6 +113,9 @@ class DeadLetterStreaks:
         ``on_halt``."""
         for held in finished:
             state = _finish(held)
+            if state.plan is None and state.outcome is not Outcome.DEAD_LETTERED:
+                self._all = 0  # what finished() does for it (no importer, not dead)
+                continue
             dead = state.outcome is Outcome.DEAD_LETTERED
             if self.finished(state.plan.importer.name if state.plan else None, dead,
                              state.failure.reason if state.failure else ""):

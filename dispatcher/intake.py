@@ -55,11 +55,10 @@ class Intake:
         taken = []
         offsets = self.offsets
         for partition, records in batch.items():
-            for record in records:
-                if offsets.seen(partition, record.offset):
-                    continue
-                offsets.start(partition, record.offset)
-                taken.append(record)
+            if records and offsets.seen(partition, records[0].offset):  # redelivered
+                records = [r for r in records if not offsets.seen(partition, r.offset)]
+            offsets.start_all(partition, [record.offset for record in records])
+            taken.extend(records)
         return taken
 
     def behind(self) -> bool:
@@ -76,7 +75,8 @@ class Intake:
 
     def finish(self, record) -> None:
         """The record's outcome is durable: its offset may be committed."""
-        self.offsets.finish(TopicPartition(record.topic, record.partition), record.offset)
+        # A TopicPartition is a named tuple: the plain tuple is the same key, built faster.
+        self.offsets.finish((record.topic, record.partition), record.offset)
 
     def _pause(self, accepting: bool) -> None:
         assigned = self.consumer.assignment()

@@ -274,7 +274,7 @@ class Dispatcher:
     def _source_of(self, record):
         """A record's source: the one its dead letter recorded (a DLQ replay), else its
         topic's."""
-        recorded = dlq.source_of(record.headers)
+        recorded = dlq.source_of(record.headers) if record.headers else None
         source = self.sources.get(recorded) if recorded is not None else None
         return source or self.topic_sources.get(record.topic, self.sources["cts"])
 

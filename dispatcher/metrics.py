@@ -115,17 +115,25 @@ class Health:
         self.problems: Callable[[], str | None] = lambda: None
         #: The latest status view, replaced by the loop (at most every second).
         self.status: dict = {}
-        #: The last finished events, newest last (appended by the loop's thread).
-        self.recent: collections.deque[dict[str, Any]] = collections.deque(
-            maxlen=RECENT_OUTCOMES)
+        #: The last finished events, newest last (appended by the loop's thread): when
+        #: each finished, and what builds its entry.
+        self._recent: collections.deque[tuple[float, Callable[[], dict[str, Any]]]] = \
+            collections.deque(maxlen=RECENT_OUTCOMES)
 
-    def finished(self, event: dict[str, Any]) -> None:
-        """Record a finished event (its context, outcome and reason) for ``/status``."""
-        self.recent.append({"finished_at": time.time(), **event})
+    def finished(self, entry: Callable[[], dict[str, Any]]) -> None:
+        """Record a finished event for ``/status``. ``entry`` builds what it shows (its
+        context, outcome and reason) when ``/status`` is read: most are pushed out by
+        newer events unread, at intake's speed."""
+        self._recent.append((time.time(), entry))
+
+    @property
+    def recent(self) -> list[dict[str, Any]]:
+        """The last finished events' entries, newest last."""
+        return [{"finished_at": at, **entry()} for at, entry in list(self._recent)]
 
     def view(self) -> dict[str, Any]:
         """What ``/status`` serves: the problem, the loop's view, the last outcomes."""
-        return {"problem": self.problem(), **self.status, "recent": list(self.recent)}
+        return {"problem": self.problem(), **self.status, "recent": self.recent}
 
     def problem(self) -> str | None:
         if time.monotonic() - self.last_turn > self.stale_after:

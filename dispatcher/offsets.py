@@ -46,6 +46,16 @@ class OffsetTracker:
         state.pending[offset] = None
         state.next_offset = max(state.next_offset, offset + 1)
 
+    def start_all(self, partition: Hashable, offsets: list[int]) -> None:
+        """:meth:`start` of each offset, in increasing order, at once."""
+        if not offsets:
+            return
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = _Partition(offsets[0])
+        state.pending.update(dict.fromkeys(offsets))
+        state.next_offset = max(state.next_offset, offsets[-1] + 1)
+
     def finish(self, partition: Hashable, offset: int) -> None:
         """The event's outcome is durable (imported, acknowledged or dead-lettered)."""
         state = self._partitions.get(partition)

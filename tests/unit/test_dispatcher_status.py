@@ -109,7 +109,7 @@ def test_the_exported_outcomes_are_the_loop_s():
 def test_status_keeps_the_last_outcomes_bounded():
     health = Health()
     for n in range(RECENT_OUTCOMES + 5):
-        health.finished({"job_id": f"j{n}", "outcome": "imported"})
+        health.finished(lambda n=n: {"job_id": f"j{n}", "outcome": "imported"})
     view = health.view()
     assert len(view["recent"]) == RECENT_OUTCOMES
     assert view["recent"][-1]["job_id"] == f"j{RECENT_OUTCOMES + 4}"

@@ -89,8 +89,8 @@ def test_a_quiet_healthy_dispatcher():
 def test_the_page_is_served_at_the_root_of_the_metrics_port():
     health = Health()
     health.status = {"events": [], "breakers": {}, "runners_in_flight": 0}
-    health.finished({"job_id": "job-1", "topic": "t", "partition": 0, "offset": 1,
-                     "outcome": "imported"})
+    health.finished(lambda: {"job_id": "job-1", "topic": "t", "partition": 0, "offset": 1,
+                             "outcome": "imported"})
     port = free_ports(1)[0]
     server = serve(Metrics(), health, port, host="127.0.0.1")
     try:
