@@ -51,7 +51,7 @@ class ShowRecent:
 
     def __call__(self, finished: Sequence[Held]) -> None:
         for held in finished[-RECENT_OUTCOMES:]:
-            self.health.finished(functools.partial(_entry_as, held, held.state))
+            self.health.finished(functools.partial(_entry_as, held, _finish(held)))
 
 
 def _entry_as(held: Held, state: Finish) -> dict[str, Any]:

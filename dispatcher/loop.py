@@ -205,18 +205,19 @@ class Dispatcher:
         """Take a poll's records in. Events only acknowledged (not actionable) are
         finished here, together (:meth:`_acknowledge`); the others wait for their steps."""
         ignored: list[Held] = []
+        max_bytes = self.config.kafka.max_message_bytes
         for record in records:
             source = self._source_of(record)
             try:
-                parsed = source.parse(record.value, self.config.kafka.max_message_bytes)
+                parsed = source.parse(record.value, max_bytes)
             except Exception as error:
                 held = self._hold(Held(record, source))
                 self._contain(held, error)
                 continue
-            if len(parsed) == 1 and not isinstance(parsed[0], Exception) \
-                    and not parsed[0].actionable:
+            if len(parsed) == 1 and not isinstance(event := parsed[0], Exception) \
+                    and not event.actionable:
                 # Most events: acknowledged, concluded from the start.
-                ignored.append(Held(record, source, event=parsed[0], state=IGNORED))
+                ignored.append(Held(record, source, event=event, state=IGNORED))
                 continue
             if len(parsed) > 1:
                 self._parts_left[(TopicPartition(record.topic, record.partition),
@@ -443,9 +444,13 @@ class Dispatcher:
             return
         for hook in self.finish_hooks:
             hook(finished)
+        finish_record = self.intake.finish
         for held in finished:
             held.state = DONE
-            self._record_finished(held)
+            if held.parts == 1:
+                finish_record(held.record)
+            else:
+                self._record_finished(held)
 
     def _halted(self, held: Held) -> None:
         """A dead-letter streak halted an importer, or intake."""
@@ -455,14 +460,14 @@ class Dispatcher:
             self.stop()
 
     def _record_finished(self, held: Held) -> None:
-        """The record's offset may be committed once its last event finished."""
-        if held.parts > 1:
-            record = (held.partition, held.record.offset)
-            left = self._parts_left.get(record, 1) - 1
-            if left > 0:
-                self._parts_left[record] = left
-                return
-            self._parts_left.pop(record, None)
+        """One event of a record of several finished: the record's offset may be
+        committed once its last event has."""
+        record = (held.partition, held.record.offset)
+        left = self._parts_left.get(record, 1) - 1
+        if left > 0:
+            self._parts_left[record] = left
+            return
+        self._parts_left.pop(record, None)
         self.intake.finish(held.record)
 
     # -- containment --------------------------------------------------------------------
