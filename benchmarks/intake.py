@@ -1,15 +1,16 @@
 """Intake: events the dispatcher only acknowledges (states other than ``complete``), read
 by one dispatcher and by a bare kafka-python consumer of the same topic, in one run.
 
-    python benchmarks/intake.py [--events 20000] [--rounds 3] [--profile intake.prof]
+    python benchmarks/intake.py [--events 20000] [--rounds 5] [--profile intake.prof]
 
-Each round publishes the events on a one-partition topic of its own first, then times each
-reader from its start to the last offset committed: the consumer (with the dispatcher's
-fetch settings and records per poll) from its creation until it has read the last offset
-and committed; the dispatcher (without a standby runner) from its loop's start, as its
-log says ("dispatcher started": it subscribes then; its own start-up before is printed
-apart), until its group's commit of the last offset is seen, looked at every 20 ms. It
-prints the CPU seconds each spent meanwhile (the benchmark's process; the dispatcher's) and the
+Each round publishes the events on a one-partition topic of its own first, then times the
+two readers alike, one after the other. Each is a process of its own, timed from the
+moment it is ready to read (its consumer built and subscribed: the dispatcher's log says
+"dispatcher started", its own start-up before is printed apart; the bare consumer prints
+"subscribed") until its group's commit of the last offset is seen, looked at every 20 ms
+by the same watcher. The bare consumer has the dispatcher's fetch settings and records per
+poll (its ``max_buffered_events``) and ends with its commit; the dispatcher runs without
+a standby runner. It prints the CPU seconds each process spent meanwhile and the
 dispatcher's peak RSS (``VmHWM``). A round takes a second or two per reader, so a burst of
 other work on the machine moves one round's ratio a lot: the median of the rounds' ratios
 is printed last (the CPU seconds' ratio moves much less with the load). Prints the
@@ -24,6 +25,7 @@ import argparse
 import json
 import pstats
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,13 +46,15 @@ POLL_RECORDS = attrs.fields(Config).max_buffered_events.default
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--bare"]:  # the bare consumer's process, started by measure()
+        return bare_consumer(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--profile", type=Path,
                         help="write the dispatcher's cProfile here and print its top functions")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds whose median ratio is printed last (default 3)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds whose median ratio is printed last (default 5)")
     args = parser.parse_args()
     ratios = []
     with LocalStack() as stack:
@@ -76,19 +80,22 @@ def measure(stack: LocalStack, events: int, round_: str, profile: Path | None) -
         lane.producer.flush(60)
         print(f"round {round_}: {events} events published; {load()}", flush=True)
 
-        started, cpu = time.monotonic(), time.process_time()
-        # The dispatcher's fetch settings (kafka-python's defaults) and records per poll
-        # (its max_buffered_events); like it, the consumer ends with its commit.
-        consumer = KafkaConsumer(lane.topic, bootstrap_servers=stack.kafka.bootstrap,
-                                 group_id=f"{lane.name}-raw", enable_auto_commit=False,
-                                 auto_offset_reset="earliest", max_poll_records=POLL_RECORDS)
-        read = 0
-        while read < events:
-            for records in consumer.poll(timeout_ms=1000).values():
-                read += len(records)
-        consumer.commit()
-        raw_seconds, raw_cpu = time.monotonic() - started, time.process_time() - cpu
-        consumer.close()
+        last = TopicPartition(lane.topic, 0), events - 1
+        bare = subprocess.Popen(
+            [sys.executable, __file__, "--bare", stack.kafka.bootstrap, lane.topic,
+             f"{lane.name}-bare", str(events)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert bare.stdout is not None and bare.stdin is not None
+            if bare.stdout.readline().strip() != "subscribed":
+                raise RuntimeError("the bare consumer did not start")
+            started, cpu = time.monotonic(), tree_cpu_seconds(bare.pid)
+            lane.wait_committed(*last, timeout=1800, interval=0.02, group=f"{lane.name}-bare")
+            raw_seconds, raw_cpu = time.monotonic() - started, tree_cpu_seconds(bare.pid) - cpu
+            bare.stdin.close()  # it waited, so that its CPU seconds could be read
+            bare.wait(30)
+        finally:
+            bare.kill()
 
         launched = time.monotonic()
         # No standby runner: its start (pyspark's client loaded, about a CPU second, once)
@@ -100,8 +107,7 @@ def measure(stack: LocalStack, events: int, round_: str, profile: Path | None) -
         while "dispatcher started" not in dispatcher.log(tail=1 << 20):
             time.sleep(0.005)
         started, cpu = time.monotonic(), tree_cpu_seconds(dispatcher.process.pid)
-        lane.wait_committed(TopicPartition(lane.topic, 0), events - 1, timeout=1800,
-                            interval=0.02)
+        lane.wait_committed(*last, timeout=1800, interval=0.02)
         dispatcher_seconds = time.monotonic() - started
         dispatcher_cpu = tree_cpu_seconds(dispatcher.process.pid) - cpu
         rss = peak_rss_mb(dispatcher.process.pid)
@@ -117,6 +123,25 @@ def measure(stack: LocalStack, events: int, round_: str, profile: Path | None) -
               f"(CPU seconds raw/dispatcher: {raw_cpu / dispatcher_cpu:.2f})")
         print(f"dispatcher peak RSS:   {rss:.0f} MB; {load()}", flush=True)
         return dispatcher_rate / raw_rate
+
+
+def bare_consumer(bootstrap: str, topic: str, group: str, events: str) -> int:
+    """Read ``events`` records of ``topic`` and commit, as the dispatcher's consumer would:
+    its fetch settings (kafka-python's defaults) and records per poll; then wait for
+    stdin to close."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_poll_records=POLL_RECORDS)
+    consumer.subscribe([topic])
+    print("subscribed", flush=True)
+    read = 0
+    while read < int(events):
+        for records in consumer.poll(timeout_ms=1000).values():
+            read += len(records)
+    consumer.commit()
+    sys.stdin.read()
+    consumer.close()
+    return 0
 
 
 if __name__ == "__main__":

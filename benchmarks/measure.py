@@ -123,8 +123,8 @@ class Lane:
         self.store = SpecStore(f"s3://{stack.lake_bucket}/specs-{self.name}", stack.s3.client())
         self.producer = KafkaProducer(bootstrap_servers=stack.kafka.bootstrap, acks="all",
                                       linger_ms=0)
-        self.watcher = KafkaConsumer(bootstrap_servers=stack.kafka.bootstrap,
-                                     group_id=self.group, enable_auto_commit=False)
+        #: A consumer per group whose commits are watched (never subscribed).
+        self.watchers: dict[str, KafkaConsumer] = {}
         self.dispatchers: list[DispatcherProcess] = []
 
     def __enter__(self) -> Lane:
@@ -160,7 +160,8 @@ class Lane:
                 process.stop(timeout=30)
             except Exception:  # a dispatcher that does not stop in time is killed
                 process.kill()
-        self.watcher.close()
+        for watcher in self.watchers.values():
+            watcher.close()
         self.producer.close()
 
     # -- events ---------------------------------------------------------------------------
@@ -183,15 +184,21 @@ class Lane:
         sent = self.producer.send(self.topic, value=value, partition=partition).get(timeout=30)
         return TopicPartition(sent.topic, sent.partition), sent.offset
 
-    def committed(self, partition: TopicPartition) -> int:
-        return self.watcher.committed(partition) or 0
+    def committed(self, partition: TopicPartition, group: str | None = None) -> int:
+        """The commit on ``partition`` of ``group`` (the lane's, by default)."""
+        group = group or self.group
+        if group not in self.watchers:
+            self.watchers[group] = KafkaConsumer(bootstrap_servers=self.stack.kafka.bootstrap,
+                                                 group_id=group, enable_auto_commit=False)
+        return self.watchers[group].committed(partition) or 0
 
     def wait_committed(self, partition: TopicPartition, offset: int, timeout: float = 600,
-                       interval: float = 0.02) -> float:
-        """Wait until the group's commit on ``partition`` passes ``offset``; the monotonic
-        time it was first seen. Raises TimeoutError (with the dispatcher's log)."""
+                       interval: float = 0.02, group: str | None = None) -> float:
+        """Wait until the commit of ``group`` (the lane's, by default) on ``partition``
+        passes ``offset``; the monotonic time it was first seen. Raises TimeoutError (with
+        the dispatcher's log)."""
         deadline = time.monotonic() + timeout
-        while self.committed(partition) <= offset:
+        while self.committed(partition, group) <= offset:
             if time.monotonic() > deadline:
                 log = self.dispatchers[-1].log() if self.dispatchers else ""
                 raise TimeoutError(f"{partition}@{offset} not committed in {timeout}s\n{log}")
