@@ -582,10 +582,12 @@ def test_an_eager_rebalance_keeps_the_work_of_partitions_given_back():
     core.turn()
     core.consumer.revoke(core.partition(0), core.partition(1))  # eager: everything goes
     core.consumer.assign(core.partition(0))                     # and p0 comes back
+    core.announce("job3", partition=0)  # redelivered with job1, in the same poll
     core.turn()
     assert not core.runner("job1").killed and core.stage("job1") == "running"
     assert core.runner("job2").killed and core.stage("job2") is None
-    assert len(core.launcher.runners) == 2  # p0's event is not read and launched again
+    # p0's first event is not read and launched again; the new one behind it is.
+    assert [r.request.job_id for r in core.launcher.runners] == ["job1", "job2", "job3"]
 
 
 def test_partitions_lost_with_the_group_membership_drop_their_work_without_commits():

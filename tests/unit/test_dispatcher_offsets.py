@@ -49,3 +49,28 @@ def test_seen_recognises_redeliveries_and_forget_drops_partitions():
     assert not tracker.seen("p", 0)
     assert tracker.commit_point("p") is None
     assert tracker.partitions() == set()
+
+
+def test_a_poll_s_offsets_started_at_once_are_tracked_as_one_by_one():
+    at_once, one_by_one = OffsetTracker(), OffsetTracker()
+    at_once.start_all("p", [5, 6, 9])  # a gap, as compaction leaves
+    at_once.start_all("p", [])
+    for offset in (5, 6, 9):
+        one_by_one.start("p", offset)
+    for tracker in (at_once, one_by_one):
+        tracker.finish("p", 6)
+    assert at_once.commit_point("p") == one_by_one.commit_point("p") == 5
+    assert at_once.next_offset("p") == one_by_one.next_offset("p") == 10
+    assert at_once.span("p") == one_by_one.span("p")
+    at_once.finish("p", 5)
+    assert at_once.commit_point("p") == 9 and at_once.next_offset("q") is None
+
+
+def test_a_partition_s_commit_key_may_be_its_plain_tuple():
+    # Intake finishes an offset under (topic, partition): the TopicPartition's key.
+    from kafka import TopicPartition
+
+    tracker = OffsetTracker()
+    tracker.start_all(TopicPartition("t", 0), [0, 1])
+    tracker.finish(("t", 0), 0)
+    assert tracker.to_commit() == {TopicPartition("t", 0): 1}
