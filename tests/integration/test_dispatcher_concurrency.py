@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
@@ -35,12 +34,10 @@ def test_a_slow_import_holds_only_its_own_commit_point(lane2):
     for job_id in quick_p1:
         lane.complete(job_id, partition=1)
     dispatcher = lane.dispatcher(max_in_flight=4)
-    started = time.monotonic()
 
     wait_until(lambda: lane.committed()[1] == len(quick_p1), 40, "partition 1 committed")
     wait_until(lambda: all(lane.done(j) for j in quick_p0), 40, "partition 0's quick imports")
-    assert time.monotonic() - started < 40  # well before the slow import could end
-    assert not lane.done(slow)
+    assert not lane.done(slow)  # they ran beside it, not behind it
     assert slow_offset == 1
     assert lane.committed()[0] == slow_offset  # past the one before, held at the slow one
 
