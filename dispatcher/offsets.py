@@ -38,20 +38,16 @@ class OffsetTracker:
 
     def start(self, partition: Hashable, offset: int) -> None:
         """An event was taken in. Offsets of a partition are started in increasing order."""
-        state = self._partitions.get(partition)
-        if state is None:
-            # Reading starts at the group's committed offset (or earlier, with no
-            # commit yet): committing the first offset again would acknowledge nothing.
-            state = self._partitions[partition] = _Partition(offset)
-        state.pending[offset] = None
-        state.next_offset = max(state.next_offset, offset + 1)
+        self.start_all(partition, [offset])
 
     def start_all(self, partition: Hashable, offsets: list[int]) -> None:
-        """:meth:`start` of each offset, in increasing order, at once."""
+        """:meth:`start` of each offset (a poll's, in increasing order), at once."""
         if not offsets:
             return
         state = self._partitions.get(partition)
         if state is None:
+            # Reading starts at the group's committed offset (or earlier, with no
+            # commit yet): committing the first offset again would acknowledge nothing.
             state = self._partitions[partition] = _Partition(offsets[0])
         state.pending.update(dict.fromkeys(offsets))
         state.next_offset = max(state.next_offset, offsets[-1] + 1)
