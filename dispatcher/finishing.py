@@ -113,9 +113,6 @@ class DeadLetterStreaks:
         ``on_halt``."""
         for held in finished:
             state = _finish(held)
-            if state.plan is None and state.outcome is not Outcome.DEAD_LETTERED:
-                self._all = 0  # what finished() does for it (no importer, not dead)
-                continue
             dead = state.outcome is Outcome.DEAD_LETTERED
             if self.finished(state.plan.importer.name if state.plan else None, dead,
                              state.failure.reason if state.failure else ""):

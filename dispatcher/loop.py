@@ -275,7 +275,7 @@ class Dispatcher:
     def _source_of(self, record):
         """A record's source: the one its dead letter recorded (a DLQ replay), else its
         topic's."""
-        recorded = dlq.source_of(record.headers) if record.headers else None
+        recorded = dlq.source_of(record.headers)
         source = self.sources.get(recorded) if recorded is not None else None
         return source or self.topic_sources.get(record.topic, self.sources["cts"])
 
@@ -444,13 +444,9 @@ class Dispatcher:
             return
         for hook in self.finish_hooks:
             hook(finished)
-        finish_record = self.intake.finish
         for held in finished:
             held.state = DONE
-            if held.parts == 1:
-                finish_record(held.record)
-            else:
-                self._record_finished(held)
+            self._record_finished(held)
 
     def _halted(self, held: Held) -> None:
         """A dead-letter streak halted an importer, or intake."""
@@ -460,14 +456,14 @@ class Dispatcher:
             self.stop()
 
     def _record_finished(self, held: Held) -> None:
-        """One event of a record of several finished: the record's offset may be
-        committed once its last event has."""
-        record = (held.partition, held.record.offset)
-        left = self._parts_left.get(record, 1) - 1
-        if left > 0:
-            self._parts_left[record] = left
-            return
-        self._parts_left.pop(record, None)
+        """The record's offset may be committed once its last event finished."""
+        if held.parts > 1:
+            record = (held.partition, held.record.offset)
+            left = self._parts_left.get(record, 1) - 1
+            if left > 0:
+                self._parts_left[record] = left
+                return
+            self._parts_left.pop(record, None)
         self.intake.finish(held.record)
 
     # -- containment --------------------------------------------------------------------
