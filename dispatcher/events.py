@@ -70,6 +70,7 @@ class MalformedMessage(ValueError):
 _converter = converter(forbid_extra_keys=False)
 _STATES = {state.value: state for state in JobState}
 _new, _set = object.__new__, object.__setattr__
+T = TypeVar("T")
 
 
 def _checked_event(job_id: str, state: JobState, time: datetime, trans_id: str) -> CtsEvent:
@@ -82,7 +83,6 @@ def _checked_event(job_id: str, state: JobState, time: datetime, trans_id: str) 
     _set(event, "time", time)
     _set(event, "trans_id", trans_id)
     return event
-T = TypeVar("T")
 
 
 def contained(parse: Callable[[bytes | None, int], T]) -> Callable[[bytes | None, int], T]:
