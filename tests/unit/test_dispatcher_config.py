@@ -32,6 +32,19 @@ def test_file_defaults_and_environment_overrides(config_path):
     ({"CSEP_KAFKA__S3_TOPIC": "cts-jobs-dlq"}, "kafka.s3_topic must differ"),
     ({"CSEP_KAFKA__GROUP_INSTANCE_ID": "pod-0"},
      "kafka.group_instance_id (static membership) needs kafka.assignor range or roundrobin"),
+    # the launcher's: each kind's settings class, from the launcher registry
+    ({"CSEP_LAUNCHER__SSH__HOST": "h"},
+     "launcher: unexpected field(s) ssh (besides kind, a section per launcher kind: docker, "
+     "kubernetes, subprocess)"),
+    ({"CSEP_LAUNCHER__KIND": "docker", "CSEP_LAUNCHER__DOCKER__IMAGES": "x"},
+     "launcher.docker: extra fields found (images)"),
+    ({"CSEP_LAUNCHER__KIND": "docker", "CSEP_LAUNCHER__DOCKER__CALL_TIMEOUT_SECONDS": "0"},
+     "launcher.docker: call_timeout_seconds must be positive"),
+    ({"CSEP_LAUNCHER__KIND": "subprocess", "CSEP_LAUNCHER__SUBPROCESS__STANDBY": "maybe"},
+     "launcher.subprocess.standby: invalid value for type, expected bool"),
+    ({"CSEP_LAUNCHER__KIND": "kubernetes"}, "launcher.kubernetes.image: required field missing"),
+    ({"CSEP_LAUNCHER__KIND": "[docker]"}, "launcher.kind: expected one of docker, kubernetes"),
+    ({"CSEP_LAUNCHER": "docker"}, "launcher: expected a mapping"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(config_path, env, message):
     with pytest.raises(ConfigError) as error:

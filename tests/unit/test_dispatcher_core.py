@@ -475,6 +475,19 @@ def test_a_short_poll_with_records_known_behind_it_is_still_a_backlog():
     assert core.consumer.commits == [{core.partition(0): 6}]
 
 
+def test_only_partitions_being_read_count_as_behind():
+    # A partition paused (its uncommitted span at the bound) keeps its records unread:
+    # it does not hold the others' commits back as a backlog would.
+    core = Core()
+    for n in range(3):
+        core.announce(f"job{n}", state="created")
+    intake = core.dispatcher.intake
+    intake.poll(accepting=True, max_records=1, timeout_ms=0)
+    assert intake.behind()
+    core.consumer.pause(core.partition(0))
+    assert not intake.behind()
+
+
 def test_a_commit_refused_by_a_rebalance_is_made_by_a_later_turn():
     core = Core()
     core.announce("job1", state="created")

@@ -121,27 +121,6 @@ def test_a_file_keeping_other_kinds_sections_still_loads(config_path):
     assert load(config_path, {}).launcher.settings == launchers.DockerSettings(image="runner:2")
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"CSEP_LAUNCHER__SSH__HOST": "h"},
-     "launcher: unexpected field(s) ssh (besides kind, a section per launcher kind: docker, "
-     "kubernetes, subprocess)"),
-    ({"CSEP_LAUNCHER__KIND": "docker", "CSEP_LAUNCHER__DOCKER__IMAGES": "x"},
-     "launcher.docker: extra fields found (images)"),
-    ({"CSEP_LAUNCHER__KIND": "docker", "CSEP_LAUNCHER__DOCKER__CALL_TIMEOUT_SECONDS": "0"},
-     "launcher.docker: call_timeout_seconds must be positive"),
-    ({"CSEP_LAUNCHER__KIND": "subprocess", "CSEP_LAUNCHER__SUBPROCESS__STANDBY": "maybe"},
-     "launcher.subprocess.standby: invalid value for type, expected bool"),
-    ({"CSEP_LAUNCHER__KIND": "kubernetes"}, "launcher.kubernetes.image: required field missing"),
-    ({"CSEP_LAUNCHER__KIND": "[docker]"}, "launcher.kind: expected one of docker, kubernetes"),
-    ({"CSEP_LAUNCHER": "docker"}, "launcher: expected a mapping"),
-])
-def test_a_bad_launcher_setting_is_one_line_naming_the_key(config_path, env, message):
-    with pytest.raises(ConfigError) as error:
-        load(config_path, env)
-    assert message in str(error.value)
-    assert "\n" not in str(error.value)
-
-
 def test_a_kind_whose_module_cannot_be_imported_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "dispatcher.kubernetes", None)  # import fails
     with pytest.raises(UnknownLauncherKind, match="the 'kubernetes' launcher cannot be loaded"):
